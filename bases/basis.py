@@ -1,0 +1,108 @@
+"""The shared basis-function interface.
+
+A basis maps inputs ``(..., d)`` to features ``(..., d, k)``: ``k`` univariate functions evaluated on
+every input coordinate. Layers (``kan.KANLayer`` and friends) combine the features into outputs; the
+basis also knows what init, plotting, symbolic fitting and fair comparisons need to ask of it.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, Int
+
+from .buffers import trainable_filter
+
+# Quadrature nodes for expectations under x ~ N(0, 1). A dense trapezoid rule rather than
+# Gauss-Hermite: spline and ReLU features have kinks, which Gauss-Hermite integrates poorly.
+_QUAD_X = np.linspace(-8.0, 8.0, 4001)
+_QUAD_W = np.exp(-0.5 * _QUAD_X**2) / np.sqrt(2.0 * np.pi) * (_QUAD_X[1] - _QUAD_X[0])
+_QUAD_W[[0, -1]] *= 0.5
+
+
+def check_last_dim(x: Array, expected: int, who: str) -> None:
+    """Raise a ValueError naming ``who`` unless ``x`` has shape ``(..., expected)``."""
+    if x.ndim == 0 or x.shape[-1] != expected:
+        raise ValueError(
+            f"{who}: expected input of shape (..., {expected}), got shape {tuple(x.shape)}"
+        )
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(f"{who}: expected a floating-point input, got dtype {x.dtype}")
+
+
+def gaussian_expectation(fn: Any, num_inputs: int) -> Float[Array, "..."]:
+    """E[fn(x)] for x ~ N(0, 1) per coordinate, by dense quadrature.
+
+    ``fn`` maps ``(n, num_inputs)`` to ``(n, ...)``; the result has shape ``(...)``.
+    """
+    xs = jnp.broadcast_to(jnp.asarray(_QUAD_X, jnp.float32)[:, None], (_QUAD_X.size, num_inputs))
+    values = fn(xs)
+    return jnp.tensordot(jnp.asarray(_QUAD_W, values.dtype), values, axes=1)
+
+
+class Basis(eqx.Module):
+    """A family of ``num_functions`` univariate functions, evaluated per input coordinate.
+
+    Subclasses implement ``__call__``, ``num_functions``, ``domain`` and ``flops_per_input`` and
+    declare ``in_features: int = eqx.field(static=True)``. Everything else has a generic default.
+    """
+
+    in_features: eqx.AbstractVar[int]
+
+    @property
+    @abc.abstractmethod
+    def num_functions(self) -> int:
+        """Number ``k`` of features per input coordinate."""
+
+    @abc.abstractmethod
+    def __call__(self, x: Float[Array, "... d"]) -> Float[Array, "... d k"]:
+        """Features of every input coordinate: ``(..., d) -> (..., d, k)``."""
+
+    @abc.abstractmethod
+    def domain(self) -> tuple[Float[Array, " d"], Float[Array, " d"]]:
+        """Per-input interval ``(lo, hi)`` on which the basis is meant to be used (plots, fits)."""
+
+    @abc.abstractmethod
+    def flops_per_input(self) -> int:
+        """Floating-point operations to evaluate all ``k`` features of one input coordinate."""
+
+    # ----- generic defaults -------------------------------------------------------------------
+    def gaussian_second_moment(self) -> Float[Array, "d k k"]:
+        """``M[d] = E[F(x) F(x)^T]`` for x ~ N(0, 1), per input coordinate (for variance-preserving
+        init). Computed by quadrature when called; call it once at init, not per step."""
+        feats = lambda xs: self(xs)  # (n, d, k)
+        return gaussian_expectation(lambda xs: jnp.einsum("ndk,ndl->ndkl", feats(xs), feats(xs)),
+                                    self.in_features)
+
+    def gaussian_second_moment_trace(self) -> Float[Array, " d"]:
+        """``E[sum_k F_k(x)^2]`` for x ~ N(0, 1), per input coordinate."""
+        return gaussian_expectation(lambda xs: jnp.sum(self(xs) ** 2, axis=-1), self.in_features)
+
+    def evaluate_dense(
+        self, num: int = 201
+    ) -> tuple[Float[Array, "num d"], Float[Array, "num d k"]]:
+        """Features on ``num`` evenly spaced points of each input's domain (for plots and fits)."""
+        lo, hi = self.domain()
+        t = jnp.linspace(0.0, 1.0, num)[:, None]
+        xs = lo[None, :] + t * (hi - lo)[None, :]
+        return xs, self(xs)
+
+    def params_per_input(self) -> float:
+        """Trainable parameters of the basis itself per input coordinate (0 for fixed bases)."""
+        params, _ = eqx.partition(self, trainable_filter(self))
+        total = sum(leaf.size for leaf in jax.tree_util.tree_leaves(params))
+        return total / self.in_features
+
+    def update_grid(self, x: Float[Array, "n d"], grid_eps: float = 0.02) -> "Basis":
+        """A basis adapted to samples ``x`` (for grid-based bases); fixed bases return ``self``."""
+        del x, grid_eps
+        return self
+
+    def select_inputs(self, indices: Int[Array, " m"]) -> "Basis":
+        """The same basis restricted to the input coordinates ``indices`` (used by pruning)."""
+        raise NotImplementedError(f"{type(self).__name__} does not support select_inputs")

@@ -1,0 +1,190 @@
+"""B-spline basis of the original KAN (Liu et al. 2024, arXiv 2404.19756).
+
+Per input coordinate a knot vector of ``G + 2k + 1`` knots: ``G`` intervals over the grid range,
+extended by ``k`` knots on each side, giving ``G + k`` B-splines of order (degree) ``k``.
+Uniform grids use the closed-form cardinal B-spline (piecewise polynomials of the position inside
+the knot interval, no recursion); non-uniform grids (after a grid update) use Cox-de Boor.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, Int
+
+from .basis import Basis, check_last_dim
+from .buffers import buffer_field
+
+
+def _cardinal_pieces(order: int) -> np.ndarray:
+    """Coefficients ``C[p, m]`` with ``N(p + t) = sum_m C[p, m] t^m`` for t in [0, 1), where N is the
+    cardinal B-spline of degree ``order`` supported on [0, order + 1] (truncated-power expansion)."""
+    k = order
+    coeffs = np.zeros((k + 1, k + 1))
+    for p in range(k + 1):
+        for j in range(p + 1):
+            sign_binom = (-1) ** j * math.comb(k + 1, j) / math.factorial(k)
+            shift = p - j  # (t + shift)^k = sum_m C(k, m) shift^(k-m) t^m
+            for m in range(k + 1):
+                coeffs[p, m] += sign_binom * math.comb(k, m) * shift ** (k - m)
+    return coeffs
+
+
+def _extend_knots(interior: np.ndarray, order: int) -> np.ndarray:
+    """Append ``order`` knots on each side of ``interior`` (d, G+1), spaced by (hi - lo) / G."""
+    num_intervals = interior.shape[1] - 1
+    step = (interior[:, -1] - interior[:, 0]) / num_intervals
+    offsets = np.arange(1, order + 1)
+    left = interior[:, :1] - step[:, None] * offsets[::-1]
+    right = interior[:, -1:] + step[:, None] * offsets
+    return np.concatenate([left, interior, right], axis=1)
+
+
+def _validate(grid_size: int, order: int) -> None:
+    if not isinstance(grid_size, (int, np.integer)) or grid_size < 1:
+        raise ValueError(f"BSpline: grid_size must be an integer >= 1, got {grid_size!r}")
+    if not isinstance(order, (int, np.integer)) or order < 0:
+        raise ValueError(f"BSpline: order must be an integer >= 0, got {order!r}")
+
+
+class BSpline(Basis):
+    """B-splines of order ``order`` on ``grid_size`` intervals, one knot vector per input.
+
+    Features: ``(..., d) -> (..., d, grid_size + order)``. Inputs outside the extended grid give
+    zero features (finite for any finite input).
+    """
+
+    grid: Float[Array, "d n_knots"] = buffer_field()
+    in_features: int = eqx.field(static=True)
+    grid_size: int = eqx.field(static=True)
+    order: int = eqx.field(static=True)
+    uniform: bool = eqx.field(static=True)
+
+    def __init__(
+        self,
+        in_features: int,
+        grid_size: int = 5,
+        order: int = 3,
+        grid_range: tuple[float, float] | Sequence[Float[Array, " d"]] = (-1.0, 1.0),
+        *,
+        grid: Float[Array, "d n_knots"] | None = None,
+        uniform: bool = True,
+    ):
+        _validate(grid_size, order)
+        if in_features < 1:
+            raise ValueError(f"BSpline: in_features must be >= 1, got {in_features}")
+        self.in_features = int(in_features)
+        self.grid_size = int(grid_size)
+        self.order = int(order)
+        if grid is None:
+            lo = np.broadcast_to(np.asarray(grid_range[0], np.float64), (in_features,))
+            hi = np.broadcast_to(np.asarray(grid_range[1], np.float64), (in_features,))
+            if np.any(~np.isfinite(lo)) or np.any(~np.isfinite(hi)) or np.any(hi <= lo):
+                raise ValueError(f"BSpline: grid_range must be finite with lo < hi, got {grid_range}")
+            interior = lo[:, None] + np.linspace(0.0, 1.0, grid_size + 1)[None, :] * (hi - lo)[:, None]
+            grid = _extend_knots(interior, order)
+            uniform = True
+        expected = (in_features, grid_size + 2 * order + 1)
+        if tuple(grid.shape) != expected:
+            raise ValueError(f"BSpline: grid must have shape {expected}, got {tuple(grid.shape)}")
+        self.grid = jnp.asarray(grid, jnp.float32)
+        self.uniform = bool(uniform)
+
+    @property
+    def num_functions(self) -> int:
+        return self.grid_size + self.order
+
+    def __call__(self, x: Float[Array, "... d"]) -> Float[Array, "... d k"]:
+        check_last_dim(x, self.in_features, "BSpline")
+        grid = jax.lax.stop_gradient(self.grid)
+        x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+        if self.uniform:
+            return self._closed_form(x, grid)
+        return self._cox_de_boor(x, grid)
+
+    def _closed_form(self, x: Array, grid: Array) -> Array:
+        k = self.order
+        step = (grid[:, -1] - grid[:, 0]) / (grid.shape[1] - 1)
+        u = (x - grid[:, 0]) / step
+        # Clamp far-away inputs so floor/subtraction stay exact; they still land outside the support.
+        u = jnp.clip(u, -2.0, grid.shape[1] + 1.0)
+        cell = jnp.floor(u)
+        t = (u - cell)[..., None]
+        coeffs = jnp.asarray(_cardinal_pieces(k), x.dtype)  # (k+1 pieces, k+1 powers)
+        pieces = jnp.zeros(t.shape[:-1] + (k + 1,), x.dtype) + coeffs[:, k]
+        for m in range(k - 1, -1, -1):  # Horner in t for every piece at once
+            pieces = pieces * t + coeffs[:, m]
+        # Basis i is nonzero on cells i..i+k; in cell j it equals piece (j - i).
+        piece_of = cell.astype(jnp.int32)[..., None] - jnp.arange(self.num_functions)
+        feats = jnp.zeros(piece_of.shape, x.dtype)
+        for p in range(k + 1):
+            feats = feats + jnp.where(piece_of == p, pieces[..., p : p + 1], 0.0)
+        return feats
+
+    def _cox_de_boor(self, x: Array, grid: Array) -> Array:
+        x = x[..., None]
+        feats = ((x >= grid[:, :-1]) & (x < grid[:, 1:])).astype(x.dtype)
+        for p in range(1, self.order + 1):
+            left_den = grid[:, p:-1] - grid[:, : -(p + 1)]
+            right_den = grid[:, p + 1 :] - grid[:, 1:-p]
+            left = (x - grid[:, : -(p + 1)]) / jnp.where(left_den == 0, 1.0, left_den)
+            right = (grid[:, p + 1 :] - x) / jnp.where(right_den == 0, 1.0, right_den)
+            feats = jnp.where(left_den == 0, 0.0, left) * feats[..., :-1] + jnp.where(
+                right_den == 0, 0.0, right
+            ) * feats[..., 1:]
+        return feats
+
+    def domain(self) -> tuple[Float[Array, " d"], Float[Array, " d"]]:
+        return self.grid[:, self.order], self.grid[:, -self.order - 1]
+
+    def flops_per_input(self) -> int:
+        k, num = self.order, self.num_functions
+        if self.uniform:
+            return 4 + 2 * k * (k + 1) + 2 * num * (k + 1)
+        return sum(8 * (self.grid.shape[1] - 1 - p) for p in range(1, k + 1))
+
+    # ----- grid changes (coefficients are refitted by the layer that owns the basis) ----------
+    def update_grid(self, x: Float[Array, "n d"], grid_eps: float = 0.02) -> "BSpline":
+        """New knots from samples ``x``: ``grid_eps * uniform + (1 - grid_eps) * quantile`` knots
+        over each input's sample range (pykan's rule), extended by ``order`` knots each side."""
+        x = np.asarray(x, np.float64)
+        if x.ndim != 2 or x.shape[1] != self.in_features or x.shape[0] < 1:
+            raise ValueError(f"BSpline.update_grid: expected samples of shape (n>=1, {self.in_features}),"
+                             f" got {x.shape}")
+        if not np.all(np.isfinite(x)):
+            raise ValueError("BSpline.update_grid: samples contain NaN or inf")
+        if not 0.0 <= grid_eps <= 1.0:
+            raise ValueError(f"BSpline.update_grid: grid_eps must be in [0, 1], got {grid_eps}")
+        xs = np.sort(x, axis=0)
+        lo, hi = xs[0], xs[-1]
+        flat = (hi - lo) < 1e-6
+        lo, hi = np.where(flat, lo - 0.5, lo), np.where(flat, hi + 0.5, hi)
+        positions = np.linspace(0, xs.shape[0] - 1, self.grid_size + 1).round().astype(int)
+        adaptive = xs[positions].T  # (d, G+1)
+        uniform_knots = lo[:, None] + np.linspace(0, 1, self.grid_size + 1)[None, :] * (hi - lo)[:, None]
+        eps = np.where(flat, 1.0, grid_eps)[:, None]
+        interior = eps * uniform_knots + (1 - eps) * adaptive
+        return BSpline(self.in_features, self.grid_size, self.order,
+                       grid=_extend_knots(interior, self.order), uniform=bool(grid_eps == 1.0))
+
+    def with_grid_size(self, grid_size: int) -> "BSpline":
+        """Grid extension: ``grid_size`` intervals placed by interpolating the current interior knots
+        (a uniform grid stays uniform; a grid that is a multiple of the old one nests it exactly)."""
+        _validate(grid_size, self.order)
+        old = np.asarray(self.grid, np.float64)[:, self.order : self.order + self.grid_size + 1]
+        pos = np.linspace(0.0, self.grid_size, grid_size + 1)
+        cell = np.minimum(np.floor(pos).astype(int), self.grid_size - 1)
+        frac = pos - cell
+        interior = old[:, cell] * (1 - frac) + old[:, cell + 1] * frac
+        return BSpline(self.in_features, grid_size, self.order,
+                       grid=_extend_knots(interior, self.order), uniform=self.uniform)
+
+    def select_inputs(self, indices: Int[Array, " m"]) -> "BSpline":
+        indices = np.asarray(indices)
+        return BSpline(len(indices), self.grid_size, self.order,
+                       grid=np.asarray(self.grid)[indices], uniform=self.uniform)
