@@ -1,10 +1,24 @@
 """Univariate basis-function families for KAN layers: features ``(..., d) -> (..., d, k)``."""
 
 from .basis import Basis, check_last_dim, gaussian_expectation
+from .activation_pair import ACTIVATIONS, FUNCTION_TYPES, ActivationPair, get_activation, get_function_type
 from .bspline import BSpline
+from .chebyshev import Chebyshev
+from .fourier import Fourier
+from .rbf import GaussianRBF
+from .relu_kan import ReLUKAN
 from .buffers import buffer_field, count_parameters, trainable_filter
 
 __all__ = [
+    "ACTIVATIONS",
+    "ActivationPair",
+    "Chebyshev",
+    "FUNCTION_TYPES",
+    "Fourier",
+    "GaussianRBF",
+    "ReLUKAN",
+    "get_activation",
+    "get_function_type",
     "Basis",
     "BSpline",
     "buffer_field",

@@ -1,0 +1,111 @@
+"""AF-KAN's activation-pair basis (Ta et al. 2025, arXiv 2503.06112).
+
+On the phase grid of :mod:`bases.relu_kan` (``G + k`` windows ``[s_i, e_i]``), each window gives
+
+    x1 = act(x - s_i),   x2 = act(e_i - x),   F_i(x) = f(x1, x2)
+
+with ``act`` from :data:`ACTIVATIONS` and the function type ``f`` from :data:`FUNCTION_TYPES`:
+quad1 ``(x1 x2)^2``, quad2 ``x1 x2 + x1^2 + x2^2``, sum ``x1 + x2``, prod ``x1 x2``, sum_prod
+``x1 + x2 + x1 x2``, cubic1 ``(x1 + x2)(x1^2 + x2^2)``, cubic2 ``(x1 x2)^3``. ReLU with quad1 is the
+ReLU-KAN bump without its normalising constant. The features are raw (unnormalised); AF-KAN's
+feature normalisation belongs to :class:`kan.AFKANLayer`.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+from .relu_kan import PhaseBasis
+
+ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
+    "relu": jax.nn.relu,
+    "silu": jax.nn.silu,
+    "gelu": partial(jax.nn.gelu, approximate=False),
+    "elu": jax.nn.elu,
+    "selu": jax.nn.selu,
+    "softplus": jax.nn.softplus,
+    "sigmoid": jax.nn.sigmoid,
+    "tanh": jnp.tanh,
+    "leaky_relu": partial(jax.nn.leaky_relu, negative_slope=0.01),
+}
+
+# FLOPs per call; relu, sigmoid, silu, tanh, gelu from Yu et al. 2024, the rest estimated alike.
+ACTIVATION_FLOPS: dict[str, int] = {
+    "relu": 1, "silu": 5, "gelu": 14, "elu": 5, "selu": 6, "softplus": 5, "sigmoid": 4, "tanh": 6,
+    "leaky_relu": 2,
+}
+
+FUNCTION_TYPES: dict[str, Callable[[Array, Array], Array]] = {
+    "quad1": lambda a, b: (a * b) ** 2,
+    "quad2": lambda a, b: a * b + a * a + b * b,
+    "sum": lambda a, b: a + b,
+    "prod": lambda a, b: a * b,
+    "sum_prod": lambda a, b: a + b + a * b,
+    "cubic1": lambda a, b: (a + b) * (a * a + b * b),
+    "cubic2": lambda a, b: (a * b) ** 3,
+}
+
+# FLOPs of f(x1, x2) per window.
+_FUNCTION_FLOPS = {"quad1": 2, "quad2": 5, "sum": 1, "prod": 1, "sum_prod": 3, "cubic1": 5, "cubic2": 3}
+
+
+def get_activation(name: str) -> Callable[[Array], Array]:
+    """The activation called ``name``; ValueError listing the valid names otherwise."""
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; valid names: {', '.join(sorted(ACTIVATIONS))}")
+    return ACTIVATIONS[name]
+
+
+def get_function_type(name: str) -> Callable[[Array, Array], Array]:
+    """The AF-KAN function type called ``name``; ValueError listing the valid names otherwise."""
+    if name not in FUNCTION_TYPES:
+        raise ValueError(f"unknown function type {name!r}; valid names: {', '.join(FUNCTION_TYPES)}")
+    return FUNCTION_TYPES[name]
+
+
+class ActivationPair(PhaseBasis):
+    """AF-KAN features ``(..., d) -> (..., d, grid_size + order)`` (see the module docstring).
+
+    Published defaults: ``grid_size = order = 3``, ``activation="silu"``, ``function_type="quad1"``
+    on the grid ``[0, 1]`` with trainable points shared by all inputs (``trainable=True, shared=True``).
+    """
+
+    activation: str = eqx.field(static=True)
+    function_type: str = eqx.field(static=True)
+
+    def __init__(
+        self,
+        in_features: int,
+        grid_size: int = 3,
+        order: int = 3,
+        grid_range: tuple[float, float] = (-1.0, 1.0),
+        *,
+        activation: str = "silu",
+        function_type: str = "quad1",
+        trainable: bool = False,
+        shared: bool = False,
+    ):
+        get_activation(activation)
+        get_function_type(function_type)
+        self.activation, self.function_type = activation, function_type
+        self._set_points(in_features, grid_size, order, grid_range, trainable, shared, "ActivationPair")
+
+    def __call__(self, x: Float[Array, "... d"]) -> Float[Array, "... d k"]:
+        x, start, end = self._inputs(x, "ActivationPair")
+        act = ACTIVATIONS[self.activation]
+        return FUNCTION_TYPES[self.function_type](act(x - start), act(end - x))
+
+    def _fresh(self, in_features: int) -> "ActivationPair":
+        return ActivationPair(in_features, self.grid_size, self.order, activation=self.activation,
+                              function_type=self.function_type, trainable=self.trainable,
+                              shared=self.shared)
+
+    def flops_per_input(self) -> int:
+        per_window = 2 + 2 * ACTIVATION_FLOPS[self.activation] + _FUNCTION_FLOPS[self.function_type]
+        return per_window * self.num_functions

@@ -1,0 +1,61 @@
+"""Fourier basis (FourierKAN, as collected in All-KAN): ``cos(k w x), sin(k w x)`` for ``k = 1..G``.
+
+No constant term (the layer's bias plays that role). ``frequency`` ``w`` (default 1) sets the base
+period ``2 pi / w``; the default plotting domain is one period, ``[-pi / w, pi / w]``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import equinox as eqx
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, Int
+
+from .basis import Basis, check_last_dim
+from .rbf import _check_indices
+
+_TRIG_FLOPS = 4  # a transcendental counted like a sigmoid (Yu et al. 2024 cost table)
+
+
+class Fourier(Basis):
+    """``2 * grid_size`` features per input: ``(..., d) -> (..., d, 2G)``, ordered
+    ``[cos(w x), ..., cos(G w x), sin(w x), ..., sin(G w x)]``."""
+
+    in_features: int = eqx.field(static=True)
+    grid_size: int = eqx.field(static=True)
+    frequency: float = eqx.field(static=True)
+
+    def __init__(self, in_features: int, grid_size: int = 5, *, frequency: float = 1.0):
+        if not isinstance(grid_size, (int, np.integer)) or grid_size < 1:
+            raise ValueError(f"Fourier: grid_size must be an integer >= 1, got {grid_size!r}")
+        if in_features < 1:
+            raise ValueError(f"Fourier: in_features must be >= 1, got {in_features}")
+        if not (isinstance(frequency, (int, float)) and math.isfinite(frequency) and frequency > 0):
+            raise ValueError(f"Fourier: frequency must be a finite number > 0, got {frequency!r}")
+        self.in_features = int(in_features)
+        self.grid_size = int(grid_size)
+        self.frequency = float(frequency)
+
+    @property
+    def num_functions(self) -> int:
+        return 2 * self.grid_size
+
+    def __call__(self, x: Float[Array, "... d"]) -> Float[Array, "... d k"]:
+        check_last_dim(x, self.in_features, "Fourier")
+        x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+        k = jnp.arange(1, self.grid_size + 1, dtype=x.dtype) * self.frequency
+        angle = x[..., None] * k
+        return jnp.concatenate([jnp.cos(angle), jnp.sin(angle)], axis=-1)
+
+    def domain(self) -> tuple[Float[Array, " d"], Float[Array, " d"]]:
+        half = jnp.full((self.in_features,), math.pi / self.frequency, jnp.float32)
+        return -half, half
+
+    def flops_per_input(self) -> int:
+        return self.grid_size * (1 + 2 * _TRIG_FLOPS)
+
+    def select_inputs(self, indices: Int[Array, " m"]) -> "Fourier":
+        idx = _check_indices(indices, self.in_features, "Fourier")
+        return Fourier(int(idx.size), self.grid_size, frequency=self.frequency)

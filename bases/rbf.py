@@ -1,0 +1,100 @@
+"""Gaussian radial basis functions on a grid (FastKAN, Li 2024, arXiv 2405.06721).
+
+``F_i(x) = exp(-((x - c_i) / h)^2)`` with ``grid_size`` centres ``c_i`` evenly spaced over the grid
+range and ``h = (hi - lo) / (grid_size - 1)`` (the grid spacing; ``hi - lo`` when there is one centre).
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, Int
+
+from .basis import Basis, check_last_dim
+from .buffers import buffer_field
+
+_EXP_FLOPS = 4  # a transcendental counted like a sigmoid (Yu et al. 2024 cost table)
+
+
+def _range_arrays(grid_range, in_features: int, who: str) -> tuple[np.ndarray, np.ndarray]:
+    lo = np.broadcast_to(np.asarray(grid_range[0], np.float64), (in_features,))
+    hi = np.broadcast_to(np.asarray(grid_range[1], np.float64), (in_features,))
+    if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi)) and np.all(hi > lo)):
+        raise ValueError(f"{who}: grid_range must be finite with lo < hi, got {grid_range}")
+    return lo, hi
+
+
+def _check_indices(indices, in_features: int, who: str) -> np.ndarray:
+    idx = np.asarray(indices)
+    if idx.ndim != 1 or idx.size == 0 or not np.issubdtype(idx.dtype, np.integer):
+        raise ValueError(f"{who}.select_inputs: indices must be a non-empty 1-D integer array, got {indices!r}")
+    if np.any(idx < 0) or np.any(idx >= in_features):
+        raise ValueError(f"{who}.select_inputs: indices must lie in [0, {in_features}), got {idx.tolist()}")
+    return idx
+
+
+class GaussianRBF(Basis):
+    """``grid_size`` Gaussian bumps per input: ``(..., d) -> (..., d, grid_size)``.
+
+    Centres and width are buffers (not trained), one set per input coordinate.
+    """
+
+    centers: Float[Array, "d k"] = buffer_field()
+    inv_width: Float[Array, " d"] = buffer_field()
+    in_features: int = eqx.field(static=True)
+    grid_size: int = eqx.field(static=True)
+
+    def __init__(
+        self,
+        in_features: int,
+        grid_size: int = 8,
+        grid_range: tuple[float, float] = (-1.0, 1.0),
+        *,
+        width: float | None = None,
+    ):
+        if not isinstance(grid_size, (int, np.integer)) or grid_size < 1:
+            raise ValueError(f"GaussianRBF: grid_size must be an integer >= 1, got {grid_size!r}")
+        if in_features < 1:
+            raise ValueError(f"GaussianRBF: in_features must be >= 1, got {in_features}")
+        lo, hi = _range_arrays(grid_range, in_features, "GaussianRBF")
+        if width is None:
+            h = (hi - lo) / max(grid_size - 1, 1)
+        else:
+            if not np.isfinite(width) or width <= 0:
+                raise ValueError(f"GaussianRBF: width must be a finite number > 0, got {width!r}")
+            h = np.full((in_features,), float(width))
+        self.in_features = int(in_features)
+        self.grid_size = int(grid_size)
+        t = np.linspace(0.0, 1.0, grid_size) if grid_size > 1 else np.array([0.5])
+        self.centers = jnp.asarray(lo[:, None] + t[None, :] * (hi - lo)[:, None], jnp.float32)
+        self.inv_width = jnp.asarray(1.0 / h, jnp.float32)
+
+    @property
+    def num_functions(self) -> int:
+        return self.grid_size
+
+    def __call__(self, x: Float[Array, "... d"]) -> Float[Array, "... d k"]:
+        check_last_dim(x, self.in_features, "GaussianRBF")
+        x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+        centers = jax.lax.stop_gradient(self.centers).astype(x.dtype)
+        inv_width = jax.lax.stop_gradient(self.inv_width).astype(x.dtype)
+        z = (x[..., None] - centers) * inv_width[:, None]
+        return jnp.exp(-z * z)
+
+    def domain(self) -> tuple[Float[Array, " d"], Float[Array, " d"]]:
+        if self.grid_size == 1:
+            half = 0.5 / self.inv_width
+            return self.centers[:, 0] - half, self.centers[:, 0] + half
+        return self.centers[:, 0], self.centers[:, -1]
+
+    def flops_per_input(self) -> int:
+        # per bump: subtract, scale, square, negate, exp
+        return self.grid_size * (4 + _EXP_FLOPS)
+
+    def select_inputs(self, indices: Int[Array, " m"]) -> "GaussianRBF":
+        idx = _check_indices(indices, self.in_features, "GaussianRBF")
+        fresh = GaussianRBF(int(idx.size), self.grid_size)
+        return eqx.tree_at(lambda b: (b.centers, b.inv_width), fresh,
+                           (self.centers[idx], self.inv_width[idx]))
