@@ -1,0 +1,30 @@
+"""KAN layers, models, training, pruning and grid refinement (JAX + Equinox)."""
+
+from .fit import check_data, fit, mse
+from .grid import refine, refit_basis, update_grid, update_layer_grid
+from .io import load, read_header, save
+from .layer import KANLayer
+from .model import KAN, MLP
+from .prune import prune, prune_edges, prune_nodes
+from .regularization import attribution_scores, sparsity_regularizer
+
+__all__ = [
+    "KAN",
+    "KANLayer",
+    "MLP",
+    "attribution_scores",
+    "check_data",
+    "fit",
+    "load",
+    "mse",
+    "prune",
+    "prune_edges",
+    "prune_nodes",
+    "read_header",
+    "refine",
+    "refit_basis",
+    "save",
+    "sparsity_regularizer",
+    "update_grid",
+    "update_layer_grid",
+]

@@ -1,0 +1,236 @@
+"""Training loop: jitted optax steps (Adam/AdamW/any transformation) or full-batch L-BFGS.
+
+``fit`` handles mini-batches, a validation split, pykan's sparsity regulariser, periodic grid
+updates, early stopping on the validation loss and a tqdm progress bar with the live loss.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Optional, Union
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jaxtyping import Array, Float, PRNGKeyArray
+from tqdm.auto import tqdm
+
+from bases import trainable_filter
+
+from .grid import update_grid as _update_grid
+from .regularization import sparsity_regularizer
+
+Data = tuple[Float[Array, "n in"], Float[Array, "n out"]]
+
+
+def check_data(data: Any, in_features: Optional[int], who: str = "fit") -> Data:
+    """Validate an ``(x, y)`` pair: 2-D float arrays, same length, non-empty, finite."""
+    if not isinstance(data, (tuple, list)) or len(data) != 2:
+        raise TypeError(f"{who}: data must be a pair (x, y), got {type(data).__name__}")
+    x, y = (jnp.asarray(a) for a in data)
+    if x.ndim != 2 or y.ndim != 2:
+        raise ValueError(f"{who}: x and y must be 2-D (n, features), got shapes {x.shape} and {y.shape}")
+    if x.shape[0] == 0:
+        raise ValueError(f"{who}: data is empty (0 samples)")
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"{who}: x has {x.shape[0]} samples but y has {y.shape[0]}")
+    if in_features is not None and x.shape[1] != in_features:
+        raise ValueError(f"{who}: model expects {in_features} input features, x has {x.shape[1]}")
+    for name, a in (("x", x), ("y", y)):
+        if not jnp.issubdtype(a.dtype, jnp.floating):
+            raise TypeError(f"{who}: {name} must be floating point, got dtype {a.dtype}")
+        if not bool(jnp.all(jnp.isfinite(a))):
+            raise ValueError(f"{who}: {name} contains NaN or inf")
+    return x, y
+
+
+def _model_in_features(model: Any) -> Optional[int]:
+    widths = getattr(model, "widths", None)
+    return widths[0] if widths else None
+
+
+def mse(pred: Array, target: Array) -> Array:
+    return jnp.mean((pred - target) ** 2)
+
+
+def _strong_types(tree: Any) -> Any:
+    """Drop weak types from an optimiser state so the state after one step has the same types and the
+    jitted step does not compile twice (optax's line-search info starts weakly typed)."""
+    return jax.tree_util.tree_map(lambda a: jnp.asarray(a, a.dtype) if eqx.is_array(a) else a, tree)
+
+
+@functools.lru_cache(maxsize=32)
+def _make_optimizer(optimizer: Union[str, optax.GradientTransformation], learning_rate: float,
+                    weight_decay: float) -> optax.GradientTransformation:
+    if not isinstance(optimizer, str):
+        return optimizer
+    if optimizer == "adam":
+        return optax.adam(learning_rate)
+    if optimizer == "adamw":
+        return optax.adamw(learning_rate, weight_decay=weight_decay)
+    if optimizer == "lbfgs":
+        return optax.lbfgs(memory_size=10)
+    raise ValueError(f"fit: unknown optimizer {optimizer!r}; use 'adam', 'adamw', 'lbfgs' or an optax transformation")
+
+
+class _Objective(eqx.Module):
+    """Training objective ``loss(model(x), y) + lamb * reg``; returns (total, (loss, reg))."""
+
+    loss_fn: Callable = eqx.field(static=True)
+    lamb: float = eqx.field(static=True)
+    lamb_l1: float = eqx.field(static=True)
+    lamb_entropy: float = eqx.field(static=True)
+
+    def __call__(self, params, static, x, y):
+        model = eqx.combine(params, static)
+        if self.lamb > 0:
+            pred, reg = sparsity_regularizer(model, x, self.lamb_l1, self.lamb_entropy)
+        else:
+            pred, reg = model(x), jnp.zeros(())
+        loss = self.loss_fn(pred, y)
+        return loss + self.lamb * reg, (loss, reg)
+
+
+@eqx.filter_jit
+def _first_order_step(objective, opt, params, static, opt_state, x, y):
+    (_, aux), grads = jax.value_and_grad(objective, has_aux=True)(params, static, x, y)
+    updates, opt_state = opt.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, aux
+
+
+@eqx.filter_jit
+def _lbfgs_step(objective, opt, params, static, opt_state, x, y, iterations: int):
+    """``iterations`` L-BFGS iterations in one compiled loop (one pykan "step" is torch's default
+    of up to 20 L-BFGS iterations)."""
+    value_fn = lambda p: objective(p, static, x, y)[0]
+
+    def body(_, carry):
+        params, opt_state = carry
+        value, grads = optax.value_and_grad_from_state(value_fn)(params, state=opt_state)
+        updates, opt_state = opt.update(grads, opt_state, params, value=value, grad=grads,
+                                        value_fn=value_fn)
+        return optax.apply_updates(params, updates), opt_state
+
+    params, opt_state = jax.lax.fori_loop(0, iterations, body, (params, opt_state))
+    _, aux = objective(params, static, x, y)
+    return params, opt_state, aux
+
+
+@eqx.filter_jit
+def _evaluate(loss_fn, params, static, x, y):
+    return loss_fn(eqx.combine(params, static)(x), y)
+
+
+def _has_grid(model: Any) -> bool:
+    return hasattr(model, "layers") and any(
+        getattr(getattr(layer, "basis", None), "update_grid", None) is not None
+        and hasattr(layer.basis, "grid") for layer in model.layers)
+
+
+def fit(
+    model: Any,
+    data: Data,
+    *,
+    steps: int = 100,
+    optimizer: Union[str, optax.GradientTransformation] = "adam",
+    learning_rate: float = 1e-2,
+    weight_decay: float = 1e-4,
+    batch_size: Optional[int] = None,
+    val_data: Optional[Data] = None,
+    loss_fn: Callable[[Array, Array], Array] = mse,
+    lamb: float = 0.0,
+    lamb_l1: float = 1.0,
+    lamb_entropy: float = 2.0,
+    update_grid: bool = True,
+    grid_update_every: int = 5,
+    stop_grid_update_step: int = 50,
+    grid_eps: float = 0.02,
+    lbfgs_iterations: int = 20,
+    patience: Optional[int] = None,
+    eval_every: int = 1,
+    progress: bool = True,
+    key: Optional[PRNGKeyArray] = None,
+) -> tuple[Any, dict[str, list[float]]]:
+    """Train ``model`` on ``data = (x, y)`` with shapes ``(n, in)``, ``(n, out)``.
+
+    optimizer: "adam", "adamw", "lbfgs" (full batch, optax.lbfgs with zoom line search; each step runs
+        ``lbfgs_iterations`` iterations, like one torch ``LBFGS.step`` in pykan) or any optax
+        transformation. ``batch_size=None`` uses the full batch; otherwise a random mini-batch per step.
+    lamb: weight of the sparsity regulariser (pykan's ``lamb``; ``lamb_l1`` and ``lamb_entropy`` inside).
+    update_grid: for grid bases, re-fit the grids to the training inputs every ``grid_update_every``
+        steps before ``stop_grid_update_step`` (pykan's schedule), keeping the edge functions.
+    patience: stop when the validation loss (train loss without ``val_data``) has not improved for this
+        many evaluations, and return the best model seen.
+    Returns ``(model, history)``; history has "step", "train_loss" (loss without the regulariser),
+    "reg" and, with ``val_data``, "val_loss".
+    """
+    if steps < 0:
+        raise ValueError(f"fit: steps must be >= 0, got {steps}")
+    x, y = check_data(data, _model_in_features(model), "fit")
+    if val_data is not None:
+        val_x, val_y = check_data(val_data, _model_in_features(model), "fit (val_data)")
+    n = x.shape[0]
+    if batch_size is not None and not 1 <= batch_size:
+        raise ValueError(f"fit: batch_size must be >= 1, got {batch_size}")
+    if lamb < 0:
+        raise ValueError(f"fit: lamb must be >= 0, got {lamb}")
+    use_batches = batch_size is not None and batch_size < n
+    is_lbfgs = optimizer == "lbfgs"
+    if is_lbfgs and use_batches:
+        raise ValueError("fit: L-BFGS is full-batch; leave batch_size=None")
+    key = jax.random.PRNGKey(0) if key is None else key
+    opt = _make_optimizer(optimizer, learning_rate, weight_decay)
+    objective = _Objective(loss_fn, float(lamb), float(lamb_l1), float(lamb_entropy))
+    step_fn = functools.partial(_lbfgs_step, iterations=int(lbfgs_iterations)) if is_lbfgs else _first_order_step
+    grid_updates = update_grid and _has_grid(model)
+
+    params, static = eqx.partition(model, trainable_filter(model))
+    opt_state = _strong_types(opt.init(params))
+    history: dict[str, list[float]] = {"step": [], "train_loss": [], "reg": []}
+    if val_data is not None:
+        history["val_loss"] = []
+    best = (np.inf, params, static)
+    bad_evals = 0
+    bar = tqdm(range(steps), disable=not progress, desc="fit", leave=False)
+    for step in bar:
+        if grid_updates and step % grid_update_every == 0 and step < stop_grid_update_step:
+            model = _update_grid(eqx.combine(params, static), x, grid_eps)
+            old_structure = jax.tree_util.tree_structure(params)
+            params, static = eqx.partition(model, trainable_filter(model))
+            # L-BFGS curvature memory refers to the old coefficients; a grid that stopped being
+            # uniform also changes the model's structure.
+            if is_lbfgs or jax.tree_util.tree_structure(params) != old_structure:
+                opt_state = _strong_types(opt.init(params))
+        if use_batches:
+            key, sub = jax.random.split(key)
+            idx = jax.random.choice(sub, n, (batch_size,), replace=False)
+            bx, by = x[idx], y[idx]
+        else:
+            bx, by = x, y
+        params, opt_state, (loss, reg) = step_fn(objective, opt, params, static, opt_state, bx, by)
+        if step % eval_every and step != steps - 1:
+            continue
+        loss = float(loss)
+        history["step"].append(step)
+        history["train_loss"].append(loss)
+        history["reg"].append(float(reg))
+        monitored = loss
+        if val_data is not None:
+            monitored = float(_evaluate(loss_fn, params, static, val_x, val_y))
+            history["val_loss"].append(monitored)
+        if not np.isfinite(loss):
+            raise FloatingPointError(f"fit: loss became {loss} at step {step}; lower the learning rate")
+        bar.set_postfix(loss=f"{loss:.3e}", **({"val": f"{monitored:.3e}"} if val_data is not None else {}))
+        if patience is not None:
+            if monitored < best[0]:
+                best, bad_evals = (monitored, params, static), 0
+            else:
+                bad_evals += 1
+                if bad_evals >= patience:
+                    break
+    bar.close()
+    if patience is not None and np.isfinite(best[0]):
+        params, static = best[1], best[2]
+    return eqx.combine(params, static), history

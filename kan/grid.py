@@ -1,0 +1,86 @@
+"""Changing a layer's basis while keeping its edge functions: grid update and grid extension.
+
+The new basis coefficients are a least-squares fit (float64, per input coordinate) of the new
+features to the old edge functions on sample points, as in pykan's ``update_grid_from_samples``
+and ``refine`` (Liu et al. 2024).
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+from bases import Basis
+
+from .layer import KANLayer
+
+
+_features = eqx.filter_jit(lambda basis, x: basis(x))
+_apply = eqx.filter_jit(lambda layer, x: layer(x))
+
+
+def _check_samples(x: Array, d: int, who: str) -> np.ndarray:
+    x = np.asarray(x, np.float64)
+    if x.ndim != 2 or x.shape[1] != d or x.shape[0] == 0:
+        raise ValueError(f"{who}: expected samples of shape (n>=1, {d}), got {x.shape}")
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"{who}: samples contain NaN or inf")
+    return x
+
+
+def refit_basis(layer: KANLayer, new_basis: Basis, x: Float[Array, "n in"]) -> KANLayer:
+    """``layer`` with ``new_basis`` and spline weights refitted so that each edge's basis part
+    matches the old one on the samples ``x`` (least squares per input coordinate)."""
+    x = _check_samples(x, layer.in_features, "refit_basis")
+    x32 = jnp.asarray(x, jnp.float32)
+    old_feats = np.asarray(_features(layer.basis, x32), np.float64)  # (n, d, k)
+    new_feats = np.asarray(_features(new_basis, x32), np.float64)  # (n, d, k')
+    weight = np.asarray(layer.spline_weight, np.float64)  # (o, d, k)
+    targets = np.einsum("ndk,odk->ndo", old_feats, weight)
+    new_weight = np.empty((layer.out_features, layer.in_features, new_basis.num_functions))
+    for d in range(layer.in_features):
+        sol, *_ = np.linalg.lstsq(new_feats[:, d, :], targets[:, d, :], rcond=None)
+        new_weight[:, d, :] = sol.T
+    layer = eqx.tree_at(lambda l: l.basis, layer, new_basis)
+    return eqx.tree_at(lambda l: l.spline_weight, layer, jnp.asarray(new_weight, jnp.float32))
+
+
+def update_layer_grid(layer: KANLayer, x: Float[Array, "n in"], grid_eps: float = 0.02) -> KANLayer:
+    """Adapt the layer's grid to the samples ``x`` (its inputs) keeping the edge functions."""
+    x = _check_samples(x, layer.in_features, "update_grid")
+    new_basis = layer.basis.update_grid(x, grid_eps)
+    if new_basis is layer.basis:
+        return layer
+    return refit_basis(layer, new_basis, x)
+
+
+def update_grid(model, x: Float[Array, "n in"], grid_eps: float = 0.02):
+    """Update the grid of every layer of a :class:`kan.KAN` from the activations of ``x``."""
+    layers = []
+    h = jnp.asarray(x)
+    for layer in model.layers:
+        new_layer = update_layer_grid(layer, h, grid_eps) if isinstance(layer, KANLayer) else layer
+        layers.append(new_layer)
+        h = _apply(new_layer, h)
+    return eqx.tree_at(lambda m: m.layers, model, tuple(layers))
+
+
+def _dense_domain_samples(basis: Basis, per_function: int = 20) -> np.ndarray:
+    lo, hi = (np.asarray(v, np.float64) for v in basis.domain())
+    num = max(200, per_function * basis.num_functions)
+    t = np.linspace(0.0, 1.0, num)[:, None]
+    return lo[None, :] + t * (hi - lo)[None, :]
+
+
+def refine(model, grid_size: int):
+    """Grid extension of every layer to ``grid_size`` intervals (pykan's ``refine``), refitting the
+    coefficients on dense points of each input's grid range. Bases need ``with_grid_size``."""
+    layers = []
+    for layer in model.layers:
+        if not hasattr(layer.basis, "with_grid_size"):
+            raise TypeError(f"refine: {type(layer.basis).__name__} has no grid to extend")
+        new_basis = layer.basis.with_grid_size(grid_size)
+        layers.append(refit_basis(layer, new_basis, _dense_domain_samples(layer.basis)))
+    return eqx.tree_at(lambda m: m.layers, model, tuple(layers))

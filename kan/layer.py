@@ -1,0 +1,131 @@
+"""The KAN edge-sum layer (Liu et al. 2024, arXiv 2404.19756), for any basis.
+
+    y_o = sum_d m[o,d] * (w_base[o,d] * b(x_d) + sum_k W[o,d,k] F_k(x_d)) + bias_o
+
+``F = basis(x)`` are the basis features, ``b`` the residual base activation (silu, as in the KAN paper)
+and ``m`` the per-edge pruning mask. Every edge function ``phi_od(x) = w_base[o,d] b(x) + sum_k W[o,d,k]
+F_k(x)`` can be read out with :meth:`KANLayer.edge_functions`. Edges may be replaced by symbolic edges
+(``symbolic`` field): those are masked out of the numeric sum and evaluated by the symbolic module.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from bases import Basis, BSpline, buffer_field, check_last_dim, gaussian_expectation
+
+
+def _activation_second_moment(fn: Callable[[Array], Array]) -> float:
+    return float(gaussian_expectation(lambda xs: fn(xs[:, 0]) ** 2, 1))
+
+
+class KANLayer(eqx.Module):
+    """KAN layer ``(..., in_features) -> (..., out_features)`` over any :class:`bases.Basis`.
+
+    Variance-preserving init: under x ~ N(0, 1) the residual and basis parts each contribute half of
+    the output variance, ``Var[w_base] = 1 / (2 in E[b(x)^2])`` and ``Var[W] = 1 / (2 sum_d tr E[F F^T])``.
+    """
+
+    basis: Basis
+    spline_weight: Float[Array, "out in k"]
+    base_weight: Optional[Float[Array, "out in"]]
+    bias: Optional[Float[Array, " out"]]
+    edge_mask: Float[Array, "out in"] = buffer_field()
+    symbolic: Any = None
+    base_activation: Optional[Callable[[Array], Array]] = eqx.field(static=True, default=None)
+    in_features: int = eqx.field(static=True, default=0)
+    out_features: int = eqx.field(static=True, default=0)
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        basis: Basis | None = None,
+        *,
+        key: PRNGKeyArray,
+        base_activation: Optional[Callable[[Array], Array]] = jax.nn.silu,
+        use_bias: bool = True,
+        init_scale: float = 1.0,
+    ):
+        if in_features < 1 or out_features < 1:
+            raise ValueError(f"KANLayer: in_features and out_features must be >= 1, got "
+                             f"{in_features}, {out_features}")
+        basis = BSpline(in_features) if basis is None else basis
+        if not isinstance(basis, Basis):
+            raise TypeError(f"KANLayer: basis must be a bases.Basis, got {type(basis).__name__}")
+        if basis.in_features != in_features:
+            raise ValueError(f"KANLayer: basis has in_features={basis.in_features}, layer has {in_features}")
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.basis = basis
+        self.base_activation = base_activation
+        key_spline, key_base = jax.random.split(key)
+        basis_share = 0.5 if base_activation is not None else 1.0
+        trace = float(jnp.sum(basis.gaussian_second_moment_trace()))
+        spline_std = init_scale * np.sqrt(basis_share / max(trace, 1e-12))
+        shape = (out_features, in_features, basis.num_functions)
+        self.spline_weight = spline_std * jax.random.normal(key_spline, shape)
+        if base_activation is not None:
+            base_std = init_scale * np.sqrt(0.5 / (in_features * _activation_second_moment(base_activation)))
+            self.base_weight = base_std * jax.random.normal(key_base, (out_features, in_features))
+        else:
+            self.base_weight = None
+        self.bias = jnp.zeros((out_features,)) if use_bias else None
+        self.edge_mask = jnp.ones((out_features, in_features))
+
+    # ----- forward -----------------------------------------------------------------------------
+    def _numeric_mask(self) -> Array:
+        mask = jax.lax.stop_gradient(self.edge_mask)
+        if self.symbolic is not None:
+            mask = mask * (1.0 - jax.lax.stop_gradient(self.symbolic.active))
+        return mask
+
+    def __call__(self, x: Float[Array, "... in"]) -> Float[Array, "... out"]:
+        check_last_dim(x, self.in_features, "KANLayer")
+        feats = self.basis(x)  # (..., in, k)
+        mask = self._numeric_mask()
+        weight = self.spline_weight * mask[..., None]
+        if self.base_weight is not None:
+            # Fold the residual branch into the same contraction: one matmul over in*(k+1).
+            feats = jnp.concatenate([self.base_activation(x)[..., None].astype(feats.dtype), feats], -1)
+            weight = jnp.concatenate([(self.base_weight * mask)[..., None], weight], axis=-1)
+        lead = feats.shape[:-2]
+        flat = feats.reshape(lead + (-1,))
+        y = flat @ weight.reshape(self.out_features, -1).T.astype(flat.dtype)
+        if self.symbolic is not None:
+            sym_mask = jax.lax.stop_gradient(self.edge_mask * self.symbolic.active)
+            y = y + jnp.sum(self.symbolic(x) * sym_mask, axis=-1)
+        if self.bias is not None:
+            y = y + self.bias
+        return y
+
+    def edge_functions(self, x: Float[Array, "... in"]) -> Float[Array, "... out in"]:
+        """Value of every edge function ``phi_od(x_d)`` (masked edges give 0)."""
+        check_last_dim(x, self.in_features, "KANLayer.edge_functions")
+        phi = jnp.einsum("...dk,odk->...od", self.basis(x), self.spline_weight)
+        if self.base_weight is not None:
+            phi = phi + self.base_activation(x)[..., None, :] * self.base_weight
+        phi = phi * self._numeric_mask()
+        if self.symbolic is not None:
+            phi = phi + self.symbolic(x) * jax.lax.stop_gradient(self.edge_mask * self.symbolic.active)
+        return phi
+
+    # ----- counts ----------------------------------------------------------------------------------
+    def num_parameters(self) -> int:
+        """Trainable scalars of the layer, basis included."""
+        from bases import count_parameters
+
+        return count_parameters(self)
+
+    def flops(self) -> int:
+        """Forward FLOPs for one sample: basis evaluation, base activation (5 for silu) and the
+        contraction over ``in * (k + 1)``."""
+        k = self.basis.num_functions + (1 if self.base_weight is not None else 0)
+        act = 5 * self.in_features if self.base_weight is not None else 0
+        return (self.in_features * self.basis.flops_per_input() + act
+                + 2 * self.in_features * k * self.out_features + self.out_features)

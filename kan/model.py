@@ -1,0 +1,127 @@
+"""Stacks of layers: the KAN and its MLP baseline, with the same calling convention."""
+
+from __future__ import annotations
+
+from typing import Callable, Optional, Sequence
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from bases import Basis, BSpline, check_last_dim
+
+from .layer import KANLayer, _activation_second_moment
+
+
+def _check_widths(widths: Sequence[int], who: str) -> tuple[int, ...]:
+    widths = tuple(int(w) for w in widths)
+    if len(widths) < 2 or any(w < 1 for w in widths):
+        raise ValueError(f"{who}: widths must list >= 2 positive sizes (input, ..., output), got {widths}")
+    return widths
+
+
+class KAN(eqx.Module):
+    """A stack of :class:`KANLayer` of sizes ``widths`` (e.g. ``[2, 5, 1]``): ``(..., w0) -> (..., w-1)``.
+
+    ``basis_factory(in_features) -> Basis`` chooses the basis of every layer; by default a B-spline
+    with ``grid_size``, ``order`` and ``grid_range``.
+    """
+
+    layers: tuple[KANLayer, ...]
+
+    def __init__(
+        self,
+        widths: Sequence[int],
+        *,
+        key: PRNGKeyArray,
+        basis_factory: Optional[Callable[[int], Basis]] = None,
+        grid_size: int = 5,
+        order: int = 3,
+        grid_range: tuple[float, float] = (-1.0, 1.0),
+        base_activation: Optional[Callable[[Array], Array]] = jax.nn.silu,
+        init_scale: float = 1.0,
+    ):
+        widths = _check_widths(widths, "KAN")
+        if basis_factory is None:
+            basis_factory = lambda d: BSpline(d, grid_size, order, grid_range)
+        keys = jax.random.split(key, len(widths) - 1)
+        self.layers = tuple(
+            KANLayer(i, o, basis_factory(i), key=k, base_activation=base_activation, init_scale=init_scale)
+            for i, o, k in zip(widths[:-1], widths[1:], keys)
+        )
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        return (self.layers[0].in_features,) + tuple(layer.out_features for layer in self.layers)
+
+    def __call__(self, x: Float[Array, "... in"]) -> Float[Array, "... out"]:
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+    def activations(self, x: Float[Array, "... in"]) -> list[Float[Array, "... w"]]:
+        """Inputs of every layer followed by the output: ``[x, h1, ..., y]``."""
+        acts = [x]
+        for layer in self.layers:
+            acts.append(layer(acts[-1]))
+        return acts
+
+    def num_parameters(self) -> int:
+        return sum(layer.num_parameters() for layer in self.layers)
+
+    def flops(self) -> int:
+        return sum(layer.flops() for layer in self.layers)
+
+
+class MLP(eqx.Module):
+    """Multi-layer perceptron baseline ``(..., w0) -> (..., w-1)``: Linear, activation, ..., Linear.
+
+    Variance-preserving init: weights ~ N(0, 1 / (fan_in * E[a^2])) where ``E[a^2]`` is the second
+    moment of the layer input (1 for the raw input, ``E[act(z)^2]`` for z ~ N(0, 1) after an
+    activation); biases start at 0.
+    """
+
+    weights: tuple[Float[Array, "out in"], ...]
+    biases: tuple[Float[Array, " out"], ...]
+    activation: Callable[[Array], Array] = eqx.field(static=True)
+
+    def __init__(
+        self,
+        widths: Sequence[int],
+        *,
+        key: PRNGKeyArray,
+        activation: Callable[[Array], Array] = jax.nn.gelu,
+    ):
+        widths = _check_widths(widths, "MLP")
+        self.activation = activation
+        act_moment = _activation_second_moment(activation)
+        keys = jax.random.split(key, len(widths) - 1)
+        weights = []
+        for idx, (i, o, k) in enumerate(zip(widths[:-1], widths[1:], keys)):
+            input_moment = 1.0 if idx == 0 else act_moment
+            weights.append(jax.random.normal(k, (o, i)) * np.sqrt(1.0 / (i * input_moment)))
+        self.weights = tuple(weights)
+        self.biases = tuple(jnp.zeros((o,)) for o in widths[1:])
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        return (self.weights[0].shape[1],) + tuple(w.shape[0] for w in self.weights)
+
+    def __call__(self, x: Float[Array, "... in"]) -> Float[Array, "... out"]:
+        check_last_dim(x, self.weights[0].shape[1], "MLP")
+        for idx, (w, b) in enumerate(zip(self.weights, self.biases)):
+            if idx > 0:
+                x = self.activation(x)
+            x = x @ w.T + b
+        return x
+
+    def num_parameters(self) -> int:
+        return sum(w.size + b.size for w, b in zip(self.weights, self.biases))
+
+    def flops(self, activation_flops: int = 14) -> int:
+        """Forward FLOPs for one sample (activation cost default: GELU = 14, as in Yu et al. 2024)."""
+        widths = self.widths
+        matmul = sum(2 * i * o + o for i, o in zip(widths[:-1], widths[1:]))
+        return matmul + activation_flops * sum(widths[1:-1])
