@@ -7,6 +7,8 @@ from .chebyshev import Chebyshev
 from .fourier import Fourier
 from .rbf import GaussianRBF
 from .relu_kan import ReLUKAN
+from .rational import Rational
+from .rational_init import rational_init
 from .buffers import buffer_field, count_parameters, trainable_filter
 
 __all__ = [
@@ -17,6 +19,8 @@ __all__ = [
     "Fourier",
     "GaussianRBF",
     "ReLUKAN",
+    "Rational",
+    "rational_init",
     "get_activation",
     "get_function_type",
     "Basis",

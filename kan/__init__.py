@@ -3,6 +3,7 @@
 from .fit import check_data, fit, mse
 from .grid import refine, refit_basis, update_grid, update_layer_grid
 from .io import load, read_header, save
+from .group_layer import GroupKANLayer
 from .layer import KANLayer
 from .model import KAN, MLP
 from .prune import prune, prune_edges, prune_nodes
@@ -10,6 +11,7 @@ from .regularization import attribution_scores, sparsity_regularizer
 
 __all__ = [
     "KAN",
+    "GroupKANLayer",
     "KANLayer",
     "MLP",
     "attribution_scores",
