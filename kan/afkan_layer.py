@@ -1,0 +1,157 @@
+"""AF-KAN layer (Ta et al. 2025, arXiv 2503.06112): activation-pair features, reduced to one value per
+input, then LayerNorm, an activation and a bias-free linear map.
+
+    A = normalise(F(x))            F: bases.ActivationPair, (..., d) -> (..., d, K), K = G + k
+    z = reduce(A)                  (..., d)
+    y = act(LayerNorm(z)) @ W^T    (..., out)
+
+Reductions (``reduction=``):
+- ``"global_attn"``: ``a_d = v . A_d + c``, ``w = softmax_d(a / max(tau, 1))`` over the inputs,
+  ``z_d = w_d sum_i A_{d,i}``; ``tau`` is learned and starts at ``sqrt(d)``. With the published defaults
+  (trainable start/end points shared by all inputs) a layer has ``out*in + 2*in + 3K + 2`` parameters.
+- ``"spatial_attn"``: scores from a depthwise convolution (width 3, zero padded) along the input axis,
+  one filter per basis function; ``w = softmax_i(scores / max(tau, 1))`` over the bases,
+  ``z_d = sum_i w_{d,i} A_{d,i}``.
+- ``"linear"``: ``z_d = v . A_d + c``.
+
+Normalisation (``normalization=``): the published code scales the feature tensor of the *whole batch*
+by its L2 norm and then min-max to [0, 1] (the L2 step cancels inside the min-max, so only the
+min-max matters). That makes a sample's output depend on the rest of its batch. The default here,
+``"per_sample"``, takes the min and max over each sample's own ``(d, K)`` features, so outputs do not
+depend on the batch; ``"batch"`` reproduces the published behaviour, ``"none"`` skips the step.
+
+Init: LayerNorm makes each sample's ``z`` zero-mean, unit-variance over the inputs, so ``W`` is drawn
+with ``Var = 1 / (in * E[act(u)^2])``, u ~ N(0, 1), which keeps the output variance near 1.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from bases import ActivationPair, check_last_dim, count_parameters, gaussian_expectation, get_activation
+
+REDUCTIONS = ("global_attn", "spatial_attn", "linear")
+NORMALIZATIONS = ("per_sample", "batch", "none")
+_EPS = 1e-6
+
+
+def _uniform(key: PRNGKeyArray, shape: tuple[int, ...], bound: float) -> Array:
+    return jax.random.uniform(key, shape, minval=-bound, maxval=bound)
+
+
+def _check_choice(value: str, valid: tuple[str, ...], what: str) -> None:
+    if value not in valid:
+        raise ValueError(f"AFKANLayer: unknown {what} {value!r}; valid: {', '.join(valid)}")
+
+
+class AFKANLayer(eqx.Module):
+    """AF-KAN layer ``(..., in_features) -> (..., out_features)`` (see the module docstring)."""
+
+    basis: ActivationPair
+    weight: Float[Array, "out in"]
+    norm_weight: Float[Array, " in"]
+    norm_bias: Float[Array, " in"]
+    score_weight: Optional[Float[Array, " k"]]
+    score_bias: Optional[Float[Array, ""]]
+    conv_weight: Optional[Float[Array, "k 3"]]
+    conv_bias: Optional[Float[Array, " k"]]
+    temperature: Optional[Float[Array, ""]]
+    in_features: int = eqx.field(static=True)
+    out_features: int = eqx.field(static=True)
+    reduction: str = eqx.field(static=True)
+    normalization: str = eqx.field(static=True)
+    activation: str = eqx.field(static=True)
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        grid_size: int = 3,
+        order: int = 3,
+        *,
+        key: PRNGKeyArray,
+        activation: str = "silu",
+        function_type: str = "quad1",
+        reduction: str = "global_attn",
+        normalization: str = "per_sample",
+        grid_range: tuple[float, float] = (-1.0, 1.0),
+        trainable_points: bool = True,
+    ):
+        _check_choice(reduction, REDUCTIONS, "reduction")
+        _check_choice(normalization, NORMALIZATIONS, "normalization")
+        act = get_activation(activation)
+        if in_features < 2 or out_features < 1:
+            raise ValueError(f"AFKANLayer: needs in_features >= 2 (LayerNorm over a single input is "
+                             f"constant) and out_features >= 1, got {in_features}, {out_features}")
+        self.basis = ActivationPair(in_features, grid_size, order, grid_range, activation=activation,
+                                    function_type=function_type, trainable=trainable_points, shared=True)
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.reduction, self.normalization, self.activation = reduction, normalization, activation
+        k = self.basis.num_functions
+        k_w, k_v, k_c, k_conv, k_convb = jax.random.split(key, 5)
+        act_moment = float(gaussian_expectation(lambda xs: act(xs[:, 0]) ** 2, 1))
+        self.weight = jax.random.normal(k_w, (out_features, in_features)) / np.sqrt(in_features * act_moment)
+        self.norm_weight, self.norm_bias = jnp.ones((in_features,)), jnp.zeros((in_features,))
+        self.score_weight = self.score_bias = self.conv_weight = self.conv_bias = self.temperature = None
+        if reduction in ("global_attn", "linear"):  # torch-style Linear(K, 1) init
+            self.score_weight = _uniform(k_v, (k,), 1 / np.sqrt(k))
+            self.score_bias = _uniform(k_c, (), 1 / np.sqrt(k))
+        if reduction == "spatial_attn":  # depthwise Conv1d(K, K, 3, groups=K): fan-in 3
+            self.conv_weight = _uniform(k_conv, (k, 3), 1 / np.sqrt(3))
+            self.conv_bias = _uniform(k_convb, (k,), 1 / np.sqrt(3))
+        if reduction != "linear":
+            self.temperature = jnp.asarray(np.sqrt(in_features), jnp.float32)
+
+    def normalize(self, feats: Float[Array, "... d k"]) -> Float[Array, "... d k"]:
+        """Min-max scaling of the features to [0, 1], per sample or over the whole batch."""
+        if self.normalization == "none":
+            return feats
+        axes = (-2, -1) if self.normalization == "per_sample" else tuple(range(feats.ndim))
+        lo = jnp.min(feats, axis=axes, keepdims=True)
+        hi = jnp.max(feats, axis=axes, keepdims=True)
+        return (feats - lo) / (hi - lo + _EPS)
+
+    def reduce(self, feats: Float[Array, "... d k"]) -> tuple[Float[Array, "... d"], Optional[Array]]:
+        """One value per input from normalised features; also the attention weights (``None`` for
+        ``"linear"``): shape ``(..., d)`` for global attention, ``(..., d, k)`` for spatial."""
+        if self.reduction == "linear":
+            return feats @ self.score_weight + self.score_bias, None
+        tau = jnp.maximum(self.temperature, 1.0)
+        if self.reduction == "global_attn":
+            scores = feats @ self.score_weight + self.score_bias
+            weights = jax.nn.softmax(scores / tau, axis=-1)
+            return weights * jnp.sum(feats, axis=-1), weights
+        padded = jnp.pad(feats, [(0, 0)] * (feats.ndim - 2) + [(1, 1), (0, 0)])
+        d = self.in_features
+        scores = sum(padded[..., j : j + d, :] * self.conv_weight[:, j] for j in range(3)) + self.conv_bias
+        weights = jax.nn.softmax(scores / tau, axis=-1)
+        return jnp.sum(weights * feats, axis=-1), weights
+
+    def __call__(self, x: Float[Array, "... in"], *, key: Optional[PRNGKeyArray] = None) -> Float[Array, "... out"]:
+        """``key`` is unused (accepted so the layer drops into ``eqx.nn.Sequential``)."""
+        del key
+        check_last_dim(x, self.in_features, "AFKANLayer")
+        z, _ = self.reduce(self.normalize(self.basis(x)))
+        mean = jnp.mean(z, axis=-1, keepdims=True)
+        var = jnp.var(z, axis=-1, keepdims=True)
+        z = (z - mean) * jax.lax.rsqrt(var + 1e-5) * self.norm_weight + self.norm_bias
+        return get_activation(self.activation)(z) @ self.weight.T
+
+    def num_parameters(self) -> int:
+        """Trainable scalars (``out*in + 2*in + 3K + 2`` for the default global attention)."""
+        return count_parameters(self)
+
+    def flops(self) -> int:
+        """Forward FLOPs per sample: features, min-max, reduction, LayerNorm, activation, matmul."""
+        d, k = self.in_features, self.basis.num_functions
+        reduce = {"global_attn": 2 * d * k + 4 * d + d * k, "spatial_attn": 7 * d * k + 4 * d * k,
+                  "linear": 2 * d * k}[self.reduction]
+        act = {"relu": 1, "sigmoid": 4, "silu": 5, "tanh": 6, "gelu": 14}.get(self.activation, 5)
+        return (d * self.basis.flops_per_input() + 3 * d * k + reduce + 8 * d + act * d
+                + 2 * d * self.out_features)

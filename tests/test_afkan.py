@@ -1,0 +1,104 @@
+"""Tests for kan.AFKANLayer (AF-KAN, Ta et al. 2025)."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import kan
+from kan.afkan_layer import AFKANLayer
+
+KEY = jax.random.PRNGKey(0)
+
+
+def test_parameter_count_matches_the_paper():
+    layers = [AFKANLayer(784, 64, 3, 3, key=KEY), AFKANLayer(64, 10, 3, 3, key=KEY)]
+    assert sum(layer.num_parameters() for layer in layers) == 52_552
+    for d_in, d_out, g, k in [(5, 3, 4, 2), (17, 9, 3, 3)]:
+        count = AFKANLayer(d_in, d_out, g, k, key=KEY).num_parameters()
+        assert count == d_out * d_in + 2 * d_in + 3 * (g + k) + 2
+    # fixed points drop the 2K point parameters; spatial attention trades v, c for a depthwise conv
+    assert AFKANLayer(5, 3, 3, 3, key=KEY, trainable_points=False).num_parameters() == 15 + 10 + 6 + 2
+    assert AFKANLayer(5, 3, 3, 3, key=KEY, reduction="spatial_attn").num_parameters() == 15 + 10 + 12 + 24 + 1
+    assert AFKANLayer(5, 3, 3, 3, key=KEY, reduction="linear").num_parameters() == 15 + 10 + 12 + 7
+
+
+@pytest.mark.parametrize("reduction", ["global_attn", "spatial_attn", "linear"])
+def test_shapes_vmap_and_per_sample_independence(reduction):
+    layer = AFKANLayer(6, 4, key=KEY, reduction=reduction)
+    x = jax.random.normal(KEY, (3, 5, 6))
+    y = layer(x)
+    assert y.shape == (3, 5, 4) and bool(jnp.all(jnp.isfinite(y)))
+    np.testing.assert_allclose(jax.vmap(layer)(x), y, rtol=1e-5, atol=1e-5)
+    # default per-sample normalisation: a sample's output does not depend on its batch
+    np.testing.assert_allclose(layer(x[0, :1]), y[0, :1], rtol=1e-5, atol=1e-6)
+    grads = eqx.filter_grad(lambda m: jnp.sum(m(x) ** 2))(layer)
+    assert float(jnp.abs(grads.basis.start).sum()) > 0  # trainable phase points receive gradients
+
+
+def test_batch_normalisation_depends_on_the_batch():
+    x = jax.random.normal(KEY, (16, 6))
+    batch = AFKANLayer(6, 4, key=KEY, normalization="batch")
+    per_sample = AFKANLayer(6, 4, key=KEY)
+    assert float(jnp.abs(batch(x[:1]) - batch(x)[:1]).max()) > 1e-4
+    # one sample alone: the batch statistics are that sample's own, so the two modes agree
+    np.testing.assert_allclose(batch(x[:1]), per_sample(x[:1]), rtol=1e-5, atol=1e-6)
+    feats = per_sample.normalize(per_sample.basis(x))
+    np.testing.assert_allclose(feats.min(axis=(-2, -1)), 0.0, atol=1e-6)
+    np.testing.assert_allclose(feats.max(axis=(-2, -1)), 1.0, atol=1e-5)
+
+
+def test_attention_weights_are_distributions():
+    x = jax.random.normal(KEY, (8, 6))
+    glob = AFKANLayer(6, 2, key=KEY)
+    feats = glob.normalize(glob.basis(x))
+    z, w = glob.reduce(feats)
+    assert w.shape == (8, 6)
+    np.testing.assert_allclose(w.sum(-1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(z, w * feats.sum(-1), rtol=1e-5)
+    spatial = AFKANLayer(6, 2, key=KEY, reduction="spatial_attn")
+    _, w = spatial.reduce(feats)
+    assert w.shape == (8, 6, 6)
+    np.testing.assert_allclose(w.sum(-1), 1.0, rtol=1e-5)
+    # the temperature acts through max(tau, 1): below 1 it no longer changes the output
+    low = eqx.tree_at(lambda m: m.temperature, glob, jnp.asarray(0.5))
+    lower = eqx.tree_at(lambda m: m.temperature, glob, jnp.asarray(0.1))
+    np.testing.assert_allclose(low(x), lower(x), rtol=1e-6)
+
+
+def test_32_layer_stack_preserves_variance():
+    keys = jax.random.split(KEY, 33)
+    h = jax.random.normal(keys[32], (512, 64))
+    for k in keys[:32]:
+        h = AFKANLayer(64, 64, key=k)(h)
+    assert 0.5 <= float(jnp.var(h)) <= 2.0
+
+
+def test_trains_through_kan_fit():
+    x = jax.random.uniform(KEY, (128, 2), minval=-1.0, maxval=1.0)
+    y = (jnp.sin(jnp.pi * x[:, :1]) + x[:, 1:] ** 2)
+    model = eqx.nn.Sequential([AFKANLayer(2, 8, key=KEY), AFKANLayer(8, 1, key=jax.random.PRNGKey(1))])
+    before = float(jnp.mean((model(x) - y) ** 2))
+    model, history = kan.fit(model, (x, y), steps=150, learning_rate=1e-2, progress=False)
+    after = float(jnp.mean((model(x) - y) ** 2))
+    assert after < 0.25 * before
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(reduction="mean"), "unknown reduction 'mean'; valid: global_attn, spatial_attn, linear"),
+    (dict(normalization="l2"), "unknown normalization 'l2'"),
+    (dict(activation="swish"), "unknown activation 'swish'.*silu"),
+    (dict(function_type="quad9"), "unknown function type 'quad9'"),
+    (dict(grid_size=0), "grid_size must be an integer >= 1"),
+])
+def test_bad_configuration_raises(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        AFKANLayer(4, 2, key=KEY, **kwargs)
+
+
+def test_bad_input_raises():
+    with pytest.raises(ValueError, match="in_features >= 2"):
+        AFKANLayer(1, 2, key=KEY)
+    with pytest.raises(ValueError, match=r"\(\.\.\., 4\)"):
+        AFKANLayer(4, 2, key=KEY)(jnp.zeros((3, 5)))
