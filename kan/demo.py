@@ -57,7 +57,7 @@ def run(steps: int = 50, seed: int = 0, progress: bool = True, verbose: bool = T
         print(f"pruned widths: {model.widths}")
     model, _ = fit(model, train, steps=steps, optimizer="lbfgs", progress=progress)
     report("prune + retrain")
-    model = refine(model, 10)
+    model = refine(model, 10, train[0])
     report("refine G=10")
     model, _ = fit(model, train, steps=steps, optimizer="lbfgs", progress=progress)
     report("refine G=10 + retrain")

@@ -74,13 +74,28 @@ def _dense_domain_samples(basis: Basis, per_function: int = 20) -> np.ndarray:
     return lo[None, :] + t * (hi - lo)[None, :]
 
 
-def refine(model, grid_size: int):
-    """Grid extension of every layer to ``grid_size`` intervals (pykan's ``refine``), refitting the
-    coefficients on dense points of each input's grid range. Bases need ``with_grid_size``."""
+def refine(model, grid_size: int, x: Float[Array, "n in"] | None = None, grid_eps: float = 0.02):
+    """Grid extension of every layer to ``grid_size`` intervals (pykan's ``refine``).
+
+    Without ``x`` each layer keeps its grid range (knots interpolated from the old ones) and the
+    coefficients are refitted on dense points of that range. With data ``x`` the new grids are placed
+    on each layer's input samples, as in pykan, and the refit uses those samples, so the functions are
+    kept where the data is (also for hidden inputs outside the old grid range).
+    """
     layers = []
+    h = None if x is None else jnp.asarray(_check_samples(x, model.layers[0].in_features, "refine"),
+                                           jnp.float32)
     for layer in model.layers:
         if not hasattr(layer.basis, "with_grid_size"):
             raise TypeError(f"refine: {type(layer.basis).__name__} has no grid to extend")
         new_basis = layer.basis.with_grid_size(grid_size)
-        layers.append(refit_basis(layer, new_basis, _dense_domain_samples(layer.basis)))
+        if h is None:
+            samples = _dense_domain_samples(layer.basis)
+        else:
+            new_basis = new_basis.update_grid(h, grid_eps)
+            samples = h
+        new_layer = refit_basis(layer, new_basis, samples)
+        layers.append(new_layer)
+        if h is not None:
+            h = _apply(new_layer, h)
     return eqx.tree_at(lambda m: m.layers, model, tuple(layers))
