@@ -11,6 +11,9 @@ on a dense grid over ``[-3, 3]``:
 3. Lawson-style reweighting (weights times ``|error|``) followed by LM again, keeping the
    coefficients with the smallest maximum error: a cheap approach to the minimax fit.
 
+Points on ``3 < |x| <= 1e4`` (log-spaced) add the hinge ``max(0, |F - f| - 0.6 |x|)`` so the fit cannot buy
+accuracy on ``[-3, 3]`` with a cubic tail (stored fits grow at most linearly, as deep stacks need).
+
 KAT's published "gelu" start was fitted for form B but evaluated in form A (F(3) = 1.53 instead of
 3); fitting against the evaluated function avoids that mismatch.
 """
@@ -26,6 +29,9 @@ import numpy as np
 
 FIT_RANGE = (-3.0, 3.0)
 FIT_POINTS = 2001
+TAIL_RANGE = 1.0e4  # points on 3 < |x| <= 1e4 keep the growth outside the fit range linear:
+TAIL_POINTS = 200  # a tail point costs only where |F - f| exceeds TAIL_SLACK * |x| (a hinge)
+TAIL_SLACK = 0.6
 ORDERS = ((5, 4),)
 NAMES = ("identity", "relu", "leaky_relu", "gelu", "swish", "tanh", "sigmoid")
 LEAKY_SLOPE = 0.01
@@ -92,28 +98,38 @@ def fit(name: str, m: int = 5, n: int = 4, form: str = "A", lawson_rounds: int =
     import jax
     import jax.numpy as jnp
 
-    xs_np = np.linspace(*FIT_RANGE, FIT_POINTS)
+    core = np.linspace(*FIT_RANGE, FIT_POINTS)
+    side = np.geomspace(FIT_RANGE[1], TAIL_RANGE, TAIL_POINTS + 1)[1:]
+    xs_np = np.concatenate([core, side, -side])
+    is_core = np.arange(xs_np.size) < core.size
     xs = jnp.asarray(xs_np, jnp.float64)
     f_np = np.asarray(target(name, xs), np.float64)
     if name == "identity":
         a = np.zeros(m + 1)
         a[1] = 1.0
         return a, np.zeros(n), 0.0
-    res_fn = jax.jit(lambda th: _model(th, xs, m, n, form) - jnp.asarray(f_np))
-    jac_fn = jax.jit(jax.jacfwd(lambda th: _model(th, xs, m, n, form)))
+    slack = jnp.asarray(np.where(is_core, 0.0, TAIL_SLACK * np.abs(xs_np)))
+
+    def _res(th):
+        r = _model(th, xs, m, n, form) - jnp.asarray(f_np)
+        return jnp.where(jnp.asarray(is_core), r, jnp.maximum(jnp.abs(r) - slack, 0.0))
+
+    res_fn = jax.jit(_res)
+    jac_fn = jax.jit(jax.jacfwd(_res))
     residual = lambda th: np.asarray(res_fn(jnp.asarray(th)))
     jacobian = lambda th: np.asarray(jac_fn(jnp.asarray(th)))
     rng = np.random.default_rng(0)
-    starts = [_linear_start(xs_np, f_np, m, n, form)]
-    poly = np.polynomial.polynomial.polyfit(xs_np, f_np, m)
+    starts = [_linear_start(core, f_np[is_core], m, n, form)]
+    poly = np.polynomial.polynomial.polyfit(core, f_np[is_core], m)
     starts.append(np.concatenate([poly, np.zeros(n)]))
     starts += [np.concatenate([poly, 0.05 * rng.standard_normal(n)]) for _ in range(3)]
     best = (None, np.inf)
     for theta in starts:
-        lawson = np.ones_like(xs_np)  # weights of the squared errors
+        lawson = np.ones(core.size)  # weights of the squared errors on the fit range
         for _ in range(lawson_rounds + 1):
-            theta = _levenberg_marquardt(residual, jacobian, theta, np.sqrt(lawson))
-            err = np.abs(residual(theta))
+            weights = np.concatenate([np.sqrt(lawson), np.ones(2 * TAIL_POINTS)])
+            theta = _levenberg_marquardt(residual, jacobian, theta, weights)
+            err = np.abs(residual(theta))[is_core]
             if err.max() < best[1]:
                 best = (theta.copy(), float(err.max()))
             lawson = lawson * (err / err.max() + 1e-3)
