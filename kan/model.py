@@ -78,9 +78,12 @@ class KAN(eqx.Module):
 class MLP(eqx.Module):
     """Multi-layer perceptron baseline ``(..., w0) -> (..., w-1)``: Linear, activation, ..., Linear.
 
-    Variance-preserving init: weights ~ N(0, 1 / (fan_in * E[a^2])) where ``E[a^2]`` is the second
-    moment of the layer input (1 for the raw input, ``E[act(z)^2]`` for z ~ N(0, 1) after an
-    activation); biases start at 0.
+    Variance-preserving init: scaled orthogonal weights with the variance of N(0, 1 / (fan_in * E[a^2]))
+    where ``E[a^2]`` is the second moment of the layer input (1 for the raw input, ``E[act(z)^2]`` for z ~ N(0, 1) after an
+    activation); biases start at 0. Each layer keeps the second moment of N(0, 1) input at 1; deep
+    stacks stay there for positively homogeneous activations (ReLU), while for GELU/SiLU the layer-to-layer
+    variance map has an unstable fixed point at 1, so 32-layer stacks drift (a property of the
+    activation, not of the init).
     """
 
     weights: tuple[Float[Array, "out in"], ...]
@@ -101,7 +104,10 @@ class MLP(eqx.Module):
         weights = []
         for idx, (i, o, k) in enumerate(zip(widths[:-1], widths[1:], keys)):
             input_moment = 1.0 if idx == 0 else act_moment
-            weights.append(jax.random.normal(k, (o, i)) * np.sqrt(1.0 / (i * input_moment)))
+            # Scaled (semi-)orthogonal matrix (Saxe et al. 2014): rows of squared norm 1 / E[a^2]
+            # exactly, so finite-width fluctuations do not random-walk the variance of deep stacks.
+            scale = np.sqrt(max(1.0, o / i) / input_moment)
+            weights.append(jax.nn.initializers.orthogonal(scale)(k, (o, i)))
         self.weights = tuple(weights)
         self.biases = tuple(jnp.zeros((o,)) for o in widths[1:])
 
