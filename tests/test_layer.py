@@ -55,9 +55,13 @@ def test_parameter_count_matches_formula(key):
     assert MLP([5, 7, 2], key=key).num_parameters() == 5 * 7 + 7 + 7 * 2 + 2
 
 
+@eqx.filter_jit
+def _variance(model, x):
+    return jnp.var(model(x))
+
+
 def _stack_variance(model, key, width):
-    x = jax.random.normal(key, (2048, width))
-    return float(jnp.var(model(x)))
+    return float(_variance(model, jax.random.normal(key, (2048, width))))
 
 
 def test_variance_preserving_32_layer_kan(key):

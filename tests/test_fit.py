@@ -1,0 +1,86 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from kan import KAN, MLP, fit
+
+
+def _data(n=256, seed=0):
+    x = jax.random.uniform(jax.random.PRNGKey(seed), (n, 2), minval=-1, maxval=1)
+    y = jnp.sin(jnp.pi * x[:, :1]) + x[:, 1:] ** 2
+    return x, y
+
+
+@pytest.fixture(scope="module")
+def small_kan():
+    return KAN([2, 3, 1], grid_size=5, key=jax.random.PRNGKey(0))
+
+
+def test_adam_decreases_loss_with_minibatches_and_validation(small_kan):
+    train, val = _data(), _data(seed=1)
+    model, hist = fit(small_kan, train, steps=60, learning_rate=2e-2, batch_size=64, val_data=val,
+                      progress=False)
+    assert hist["train_loss"][-1] < 0.5 * hist["train_loss"][0]
+    assert hist["val_loss"][-1] < 0.5 * hist["val_loss"][0]
+    assert len(hist["step"]) == len(hist["train_loss"]) == len(hist["val_loss"]) == 60
+
+
+def test_lbfgs_with_regulariser_and_grid_updates(small_kan):
+    train = _data()
+    model, hist = fit(small_kan, train, steps=6, optimizer="lbfgs", lamb=1e-3, lbfgs_iterations=10,
+                      grid_update_every=2, progress=False)
+    assert hist["train_loss"][-1] < 0.2 * hist["train_loss"][0]
+    assert all(r > 0 for r in hist["reg"])
+    assert not model.layers[0].basis.uniform  # the grid was adapted to the data
+
+
+def test_custom_optax_transformation_and_mlp():
+    train = _data()
+    model = MLP([2, 16, 1], key=jax.random.PRNGKey(0))
+    model, hist = fit(model, train, steps=40, optimizer=optax.sgd(0.1), progress=False)
+    assert hist["train_loss"][-1] < hist["train_loss"][0]
+
+
+def test_early_stopping_returns_best_validation_model(small_kan):
+    train, val = _data(), _data(seed=1)
+    model, hist = fit(small_kan, train, steps=200, learning_rate=0.5, val_data=val, patience=3,
+                      update_grid=False, progress=False)
+    assert len(hist["val_loss"]) < 200
+    final_val = float(jnp.mean((model(val[0]) - val[1]) ** 2))
+    np.testing.assert_allclose(final_val, min(hist["val_loss"]), rtol=1e-4)
+
+
+def test_grid_and_mask_are_not_trained(small_kan):
+    train = _data()
+    model, _ = fit(small_kan, train, steps=5, optimizer="adamw", update_grid=False, progress=False)
+    np.testing.assert_array_equal(np.asarray(model.layers[0].basis.grid),
+                                  np.asarray(small_kan.layers[0].basis.grid))
+    np.testing.assert_array_equal(np.asarray(model.layers[0].edge_mask), 1.0)
+
+
+@pytest.mark.parametrize(
+    "data, match",
+    [
+        ((jnp.ones((4, 2)).at[0, 0].set(jnp.nan), jnp.ones((4, 1))), "NaN or inf"),
+        ((jnp.ones((4, 2)), jnp.ones((4, 1)).at[1, 0].set(jnp.inf)), "NaN or inf"),
+        ((jnp.ones((0, 2)), jnp.ones((0, 1))), "empty"),
+        ((jnp.ones((4, 2)), jnp.ones((3, 1))), "4 samples but y has 3"),
+        ((jnp.ones((4, 3)), jnp.ones((4, 1))), "expects 2 input features"),
+        ((jnp.ones((4,)), jnp.ones((4, 1))), "2-D"),
+    ],
+)
+def test_bad_data_raises(small_kan, data, match):
+    with pytest.raises(ValueError, match=match):
+        fit(small_kan, data, steps=1, progress=False)
+
+
+def test_bad_options_raise(small_kan):
+    train = _data(16)
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        fit(small_kan, train, steps=1, optimizer="sgdd", progress=False)
+    with pytest.raises(ValueError, match="full-batch"):
+        fit(small_kan, train, steps=1, optimizer="lbfgs", batch_size=4, progress=False)
+    with pytest.raises(TypeError, match="pair"):
+        fit(small_kan, train[0], steps=1, progress=False)

@@ -1,0 +1,105 @@
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bases import BSpline
+from kan import KAN, KANLayer, fit, load, prune, refine, save, update_grid, update_layer_grid
+from kan.grid import refit_basis
+
+
+def _smooth_layer(grid_size: int) -> KANLayer:
+    """A layer whose edge functions are smooth (least-squares fits of sin, cos, exp)."""
+    layer = KANLayer(2, 3, BSpline(2, grid_size, 3), key=jax.random.PRNGKey(0))
+    xd = np.linspace(-1, 1, 400)[:, None] * np.ones(2)
+    feats = np.asarray(layer.basis(jnp.asarray(xd, jnp.float32)), np.float64)
+    targets = np.stack([np.sin(xd), np.cos(1.5 * xd), np.exp(0.5 * xd)], -1)  # (n, d, o)
+    weight = np.stack([np.linalg.lstsq(feats[:, d], targets[:, d], rcond=None)[0].T for d in range(2)], 1)
+    return eqx.tree_at(lambda l: l.spline_weight, layer, jnp.asarray(weight, jnp.float32))
+
+
+def test_update_grid_keeps_smooth_edge_functions():
+    layer = _smooth_layer(10)
+    x = jax.random.uniform(jax.random.PRNGKey(1), (500, 2), minval=-0.8, maxval=0.7)
+    new = update_layer_grid(layer, x)
+    assert not new.basis.uniform
+    err = jnp.abs(new.edge_functions(x) - layer.edge_functions(x)).max()
+    assert float(err) < 1e-4
+
+
+def test_update_grid_with_same_knots_is_exact():
+    layer = KANLayer(2, 3, key=jax.random.PRNGKey(0))  # random (wiggly) edge functions
+    x = jnp.linspace(-1, 1, 300)[:, None] * jnp.ones(2)
+    new = update_layer_grid(layer, x, grid_eps=1.0)  # uniform knots on [-1, 1]: the same grid
+    assert float(jnp.abs(new(x) - layer(x)).max()) < 1e-4
+
+
+def test_refine_to_nested_grid_keeps_function_exactly():
+    layer = KANLayer(2, 3, BSpline(2, 5, 3), key=jax.random.PRNGKey(0))
+    model = eqx.tree_at(lambda m: m.layers, KAN([2, 3], key=jax.random.PRNGKey(0)), (layer,))
+    finer = refine(model, 10)
+    assert finer.layers[0].basis.grid_size == 10
+    x = jax.random.uniform(jax.random.PRNGKey(2), (400, 2), minval=-1, maxval=1)
+    assert float(jnp.abs(finer(x) - model(x)).max()) < 1e-4
+
+
+def test_refine_trained_model_on_data_keeps_function():
+    x = jax.random.uniform(jax.random.PRNGKey(0), (300, 2), minval=-1, maxval=1)
+    y = jnp.exp(jnp.sin(jnp.pi * x[:, :1]) + x[:, 1:] ** 2)
+    model, _ = fit(KAN([2, 3, 1], grid_size=5, key=jax.random.PRNGKey(0)), (x, y), steps=5,
+                   optimizer="lbfgs", lbfgs_iterations=10, progress=False)
+    finer = refine(model, 12, x)
+    assert finer.layers[1].basis.grid_size == 12
+    rel = jnp.abs(finer(x) - model(x)).max() / jnp.abs(model(x)).max()
+    assert float(rel) < 1e-2
+
+
+def test_update_grid_model_and_bad_samples():
+    model = KAN([2, 3, 1], key=jax.random.PRNGKey(0))
+    x = jax.random.normal(jax.random.PRNGKey(1), (100, 2))
+    new = update_grid(model, x)
+    lo, hi = new.layers[0].basis.domain()
+    np.testing.assert_allclose(np.asarray(lo), np.asarray(x.min(0)), atol=1e-5)
+    with pytest.raises(ValueError, match="NaN"):
+        update_grid(model, x.at[0, 0].set(jnp.nan))
+    with pytest.raises(ValueError, match="shape"):
+        update_grid(model, x[:, :1])
+
+
+def test_prune_removes_dead_hidden_nodes_and_keeps_outputs():
+    model = KAN([2, 4, 1], key=jax.random.PRNGKey(0))
+    # Hidden nodes 1 and 3 feed nothing: their outgoing edges are zero.
+    last = model.layers[1]
+    last = eqx.tree_at(lambda l: (l.spline_weight, l.base_weight), last,
+                       (last.spline_weight.at[:, [1, 3]].set(0.0), last.base_weight.at[:, [1, 3]].set(0.0)))
+    model = eqx.tree_at(lambda m: m.layers, model, (model.layers[0], last))
+    x = jax.random.uniform(jax.random.PRNGKey(1), (200, 2), minval=-1, maxval=1)
+    pruned = prune(model, x)
+    assert pruned.widths == (2, 2, 1)
+    np.testing.assert_allclose(np.asarray(pruned(x)), np.asarray(model(x)), atol=1e-5)
+
+
+def test_prune_masks_weak_edges():
+    model = KAN([2, 1], key=jax.random.PRNGKey(0))
+    layer = model.layers[0]
+    layer = eqx.tree_at(lambda l: (l.spline_weight, l.base_weight), layer,
+                        (layer.spline_weight.at[0, 1].multiply(1e-4), layer.base_weight.at[0, 1].multiply(1e-4)))
+    model = eqx.tree_at(lambda m: m.layers, model, (layer,))
+    x = jax.random.uniform(jax.random.PRNGKey(1), (200, 2), minval=-1, maxval=1)
+    pruned = prune(model, x)
+    np.testing.assert_array_equal(np.asarray(pruned.layers[0].edge_mask), [[1.0, 0.0]])
+
+
+def test_save_load_round_trip(tmp_path):
+    model = KAN([3, 4, 2], key=jax.random.PRNGKey(0))
+    model = update_grid(model, jax.random.normal(jax.random.PRNGKey(1), (50, 3)))
+    path = tmp_path / "model.eqx"
+    save(path, model)
+    skeleton = KAN([3, 4, 2], key=jax.random.PRNGKey(5))
+    skeleton = update_grid(skeleton, jax.random.normal(jax.random.PRNGKey(9), (50, 3)))
+    loaded = load(path, skeleton)
+    x = jax.random.normal(jax.random.PRNGKey(2), (7, 3))
+    np.testing.assert_array_equal(np.asarray(loaded(x)), np.asarray(model(x)))
+    with pytest.raises(ValueError, match="skeleton"):
+        load(path, KAN([3, 5, 2], key=jax.random.PRNGKey(0)))
