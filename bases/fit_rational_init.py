@@ -155,8 +155,8 @@ def format_table(table: dict) -> str:
     lines = ["_TABLE = {"]
     for key, (a, b, err) in table.items():
         lines.append(f"    {key!r}: (")
-        lines.append(f"        ({', '.join(repr(v) for v in a)}),")
-        lines.append(f"        ({', '.join(repr(v) for v in b)}),")
+        lines.append(f"        ({', '.join(repr(float(v)) for v in a)}),")
+        lines.append(f"        ({', '.join(repr(float(v)) for v in b)}),")
         lines.append(f"        {err:.3e},")
         lines.append("    ),")
     lines.append("}")
