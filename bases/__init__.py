@@ -10,6 +10,8 @@ from .relu_kan import ReLUKAN
 from .rational import Rational
 from .rational_init import rational_init
 from .buffers import buffer_field, count_parameters, trainable_filter
+from .symbolic_edges import SymbolicEdges
+from .symbolic_functions import SafeFunction, evaluate as evaluate_symbolic, get_jnp_function, register_jnp_function
 
 __all__ = [
     "ACTIVATIONS",
@@ -30,4 +32,9 @@ __all__ = [
     "count_parameters",
     "gaussian_expectation",
     "trainable_filter",
+    "SafeFunction",
+    "SymbolicEdges",
+    "evaluate_symbolic",
+    "get_jnp_function",
+    "register_jnp_function",
 ]

@@ -1,0 +1,37 @@
+"""Symbolic regression with KANs: snap edges to library functions, extract whole-model formulas."""
+
+from .constants import SnapResult, nice_candidates, snap_constants
+from .fit_edges import CurveFits, choose, fit_curves, normalize_affine, scores
+from .formula import (Formula, canonicalize, default_variables, edge_expression, extract_formula,
+                      model_expressions, simplify)
+from .library import BUILTIN_NAMES, Library, LibraryEntry, add_function, function_names, get_entry
+from .snap import SnapRecord, auto_symbolic, fix_symbolic, symbolic_status, unfix_symbolic
+
+__all__ = [
+    "BUILTIN_NAMES",
+    "CurveFits",
+    "Formula",
+    "Library",
+    "LibraryEntry",
+    "SnapRecord",
+    "SnapResult",
+    "add_function",
+    "auto_symbolic",
+    "canonicalize",
+    "choose",
+    "default_variables",
+    "edge_expression",
+    "extract_formula",
+    "fit_curves",
+    "fix_symbolic",
+    "function_names",
+    "get_entry",
+    "model_expressions",
+    "nice_candidates",
+    "normalize_affine",
+    "scores",
+    "simplify",
+    "snap_constants",
+    "symbolic_status",
+    "unfix_symbolic",
+]

@@ -1,0 +1,165 @@
+"""Refitting and snapping the numeric constants of a formula to nice values.
+
+Every float in the expression becomes a parameter. The parameters are refitted by Levenberg-Marquardt
+(float64 numpy, derivatives from sympy) on the training data; then, greedily, each constant (those
+closest to a nice value first) is fixed to a nice value (0, an integer, a simple fraction p/q with
+q <= 6, or k*pi/q), the others are refitted, and the snap is kept only if the RMSE on held-out data
+stays within ``rtol`` (relative) or ``atol`` (absolute) of the unsnapped formula's RMSE.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional, Sequence
+
+import numpy as np
+import sympy as sp
+
+_MAX_DENOMINATOR = 6
+_PI_DENOMINATORS = (1, 2, 3, 4, 6)
+
+
+def nice_candidates(value: float, max_candidates: int = 3, window: float = 0.1) -> list[sp.Expr]:
+    """Nice values near ``value`` (within ``window * max(|value|, 1)``), nearest first."""
+    cands: dict[sp.Expr, float] = {sp.Integer(0): abs(value)}
+    for q in range(1, _MAX_DENOMINATOR + 1):
+        r = sp.Rational(int(round(value * q)), q)
+        cands.setdefault(r, abs(value - float(r)))
+    for q in _PI_DENOMINATORS:
+        k = int(round(value * q / np.pi))
+        if k != 0:
+            c = sp.Rational(k, q) * sp.pi
+            cands.setdefault(c, abs(value - float(c)))
+    limit = window * max(abs(value), 1.0)
+    near = sorted((dist, sp.count_ops(c), str(c), c) for c, dist in cands.items() if dist <= limit)
+    return [c for *_, c in near[:max_candidates]]
+
+
+@dataclasses.dataclass
+class _Problem:
+    """A formula with its floats replaced by parameters, lambdified with its Jacobian."""
+
+    template: sp.Expr
+    params: tuple[sp.Symbol, ...]
+    values: np.ndarray
+    variables: tuple[sp.Symbol, ...]
+
+    def __post_init__(self):
+        args = (self.variables, self.params)
+        self._f = sp.lambdify(args, self.template, "numpy")
+        self._jac = [sp.lambdify(args, sp.diff(self.template, p), "numpy") for p in self.params]
+
+    def predict(self, x: np.ndarray, values: np.ndarray) -> np.ndarray:
+        cols = [x[:, i] for i in range(x.shape[1])]
+        with np.errstate(all="ignore"):
+            return np.broadcast_to(np.asarray(self._f(cols, values), np.float64), (x.shape[0],))
+
+    def jacobian(self, x: np.ndarray, values: np.ndarray, free: np.ndarray) -> np.ndarray:
+        cols = [x[:, i] for i in range(x.shape[1])]
+        out = np.zeros((x.shape[0], int(free.sum())))
+        with np.errstate(all="ignore"):
+            for k, j in enumerate(np.flatnonzero(free)):
+                out[:, k] = np.broadcast_to(np.asarray(self._jac[j](cols, values), np.float64), (x.shape[0],))
+        return out
+
+
+def _rmse(pred: np.ndarray, y: np.ndarray) -> float:
+    value = float(np.sqrt(np.mean((pred - y) ** 2)))
+    return value if np.isfinite(value) else float("inf")
+
+
+def refit(problem: _Problem, values: np.ndarray, free: np.ndarray, x: np.ndarray, y: np.ndarray,
+          steps: int = 30) -> np.ndarray:
+    """Levenberg-Marquardt on the free parameters (float64); returns the best values seen."""
+    values = values.astype(np.float64).copy()
+    if not free.any():
+        return values
+    lam = 1e-3
+    loss = _rmse(problem.predict(x, values), y)
+    for _ in range(steps):
+        r = problem.predict(x, values) - y
+        jac = problem.jacobian(x, values, free)
+        if not (np.all(np.isfinite(jac)) and np.all(np.isfinite(r))):
+            break
+        jtj = jac.T @ jac
+        g = jac.T @ r
+        improved = False
+        for _ in range(6):
+            try:
+                delta = np.linalg.solve(jtj + lam * (np.diag(np.diag(jtj)) + 1e-12 * np.eye(len(g))), -g)
+            except np.linalg.LinAlgError:
+                lam *= 10
+                continue
+            trial = values.copy()
+            trial[free] += delta
+            new_loss = _rmse(problem.predict(x, trial), y)
+            if new_loss < loss:
+                values, improved = trial, loss - new_loss > 1e-12 * max(loss, 1e-30)
+                loss, lam = new_loss, lam * 0.3
+                break
+            lam *= 10
+        if not improved:
+            break
+    return values
+
+
+@dataclasses.dataclass
+class SnapResult:
+    """The snapped expression, the held-out RMSE before / after snapping and which constants snapped."""
+
+    expr: sp.Expr
+    rmse_before: float
+    rmse_after: float
+    snapped: list[tuple[float, sp.Expr]]
+
+
+def snap_constants(
+    expr: sp.Expr,
+    variables: Sequence[sp.Symbol],
+    train: tuple[np.ndarray, np.ndarray],
+    val: Optional[tuple[np.ndarray, np.ndarray]] = None,
+    *,
+    rtol: float = 0.1,
+    atol: float = 1e-6,
+    digits: int = 6,
+) -> SnapResult:
+    """Refit the floats of ``expr`` on ``train = (x (n, d), y (n,))`` and snap them to nice values
+    where the RMSE on ``val`` (default: train) stays <= ``max((1 + rtol) * before, atol * std(y))``.
+    Unsnapped constants are rounded to ``digits`` significant digits."""
+    variables = tuple(variables)
+    x, y = (np.asarray(a, np.float64) for a in train)
+    vx, vy = (x, y) if val is None else (np.asarray(a, np.float64) for a in val)
+    y, vy = y.reshape(-1), vy.reshape(-1)
+    if x.ndim != 2 or x.shape[1] != len(variables) or x.shape[0] != y.shape[0]:
+        raise ValueError(f"snap_constants: x must be (n, {len(variables)}) with n = len(y); got {x.shape}, {y.shape}")
+    floats = sorted(expr.atoms(sp.Float), key=lambda f: (abs(float(f)), float(f)))
+    if not floats:
+        rm = _rmse(_Problem(expr, (), np.zeros(0), variables).predict(vx, np.zeros(0)), vy)
+        return SnapResult(expr, rm, rm, [])
+    params = tuple(sp.Symbol(f"_c{i}") for i in range(len(floats)))
+    template = expr.xreplace(dict(zip(floats, params)))
+    problem = _Problem(template, params, np.array([float(f) for f in floats]), variables)
+    free = np.ones(len(params), bool)
+    values = refit(problem, problem.values, free, x, y)
+    before = _rmse(problem.predict(vx, values), vy)
+    threshold = max((1.0 + rtol) * before, atol * float(np.std(vy) + 1e-30))
+    exact: dict[int, sp.Expr] = {}
+    order = []
+    for j, v in enumerate(values):
+        cands = nice_candidates(float(v))
+        if cands:
+            order.append((abs(float(v) - float(cands[0])) / max(abs(float(v)), 1.0), j, cands))
+    for _, j, cands in sorted(order, key=lambda t: t[:2]):
+        for cand in nice_candidates(float(values[j])) or cands:
+            trial_free = free.copy()
+            trial_free[j] = False
+            trial = values.copy()
+            trial[j] = float(cand)
+            trial = refit(problem, trial, trial_free, x, y)
+            if _rmse(problem.predict(vx, trial), vy) <= threshold:
+                free, values, exact[j] = trial_free, trial, cand
+                break
+    subs = {p: (exact[j] if j in exact else sp.Float(float(values[j]), digits)) for j, p in enumerate(params)}
+    after = _rmse(problem.predict(vx, values), vy)
+    snapped = [(float(floats[j]), exact[j]) for j in sorted(exact)]
+    return SnapResult(template.xreplace(subs), before, after, snapped)

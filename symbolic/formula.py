@@ -1,0 +1,163 @@
+"""The whole model as a formula: compose the symbolic edges of every layer into sympy expressions in
+the input variables, canonicalise, snap constants (``symbolic.constants``) and export as sympy, LaTeX
+and a jitted JAX callable, with the formula's RMSE on data beside the network's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Optional, Sequence
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import sympy as sp
+from jaxtyping import Array, Float
+
+from .constants import snap_constants
+from .library import get_entry
+
+_SIMPLIFY_MAX_OPS = 120
+_predict = eqx.filter_jit(lambda model, x: model(x))
+
+
+def default_variables(num_inputs: int) -> tuple[sp.Symbol, ...]:
+    """``x_1, ..., x_n`` (real symbols), as pykan names them."""
+    return tuple(sp.Symbol(f"x_{i + 1}", real=True) for i in range(num_inputs))
+
+
+def edge_expression(name: str, affine: Sequence[float], arg: sp.Expr, digits: int = 8) -> sp.Expr:
+    """``c f(a arg + b) + d`` as a sympy expression."""
+    a, b, c, d = (sp.Float(float(v), digits) for v in affine)
+    if name == "0":
+        return d
+    return c * get_entry(name).sympy_fn(a * arg + b) + d
+
+
+def canonicalize(expr: sp.Expr) -> sp.Expr:
+    """Expand products and integer powers everywhere (inside function arguments too) without
+    splitting ``exp(a + b)`` or logs, so that degenerate parameter combinations such as
+    ``c (a x + b)^2`` become independent coefficients of ``x^2``, ``x`` and 1."""
+    return sp.expand(expr, deep=True, power_exp=False, power_base=False, log=False, mul=True,
+                     multinomial=True, basic=True)
+
+
+def model_expressions(model: Any, variables: Optional[Sequence[sp.Symbol]] = None,
+                      digits: int = 8) -> list[sp.Expr]:
+    """One sympy expression per model output. Every active (unpruned) edge must be symbolic."""
+    widths = model.widths
+    variables = default_variables(widths[0]) if variables is None else tuple(variables)
+    if len(variables) != widths[0]:
+        raise ValueError(f"model_expressions: need {widths[0]} variables, got {len(variables)}")
+    nodes: list[sp.Expr] = list(variables)
+    for l, layer in enumerate(model.layers):
+        mask = np.asarray(layer.edge_mask) > 0
+        sym = layer.symbolic
+        active = np.zeros(mask.shape, bool) if sym is None else np.asarray(sym.active) > 0
+        numeric = np.argwhere(mask & ~active)
+        if numeric.size:
+            o, i = numeric[0]
+            raise ValueError(f"model_expressions: {len(numeric)} edge(s) of layer {l} are not symbolic "
+                             f"(first: {i} -> {o}); run symbolic.auto_symbolic first")
+        bias = np.zeros(layer.out_features) if layer.bias is None else np.asarray(layer.bias, np.float64)
+        affine = None if sym is None else np.asarray(sym.affine, np.float64)
+        out = []
+        for o in range(layer.out_features):
+            total = sp.Float(float(bias[o]), digits)
+            for i in np.flatnonzero(mask[o]):
+                total = total + edge_expression(sym.names[o][i], affine[o, i], nodes[i], digits)
+            out.append(total)
+        nodes = out
+    return nodes
+
+
+@dataclasses.dataclass
+class Formula:
+    """A recovered formula ``expr`` in ``variables``. ``fn`` is a jitted ``(n, d) -> (n,)`` callable;
+    RMSEs are filled in by :func:`extract_formula` (nan when not measured)."""
+
+    expr: sp.Expr
+    variables: tuple[sp.Symbol, ...]
+    rmse: float = float("nan")
+    network_rmse: float = float("nan")
+    rmse_before_snapping: float = float("nan")
+
+    def __post_init__(self):
+        f = sp.lambdify(self.variables, self.expr, modules="jax")
+        d = len(self.variables)
+
+        def call(x):
+            cols = [x[..., i] for i in range(d)]
+            return jnp.broadcast_to(jnp.asarray(f(*cols), x.dtype), x.shape[:-1])
+
+        self._fn = jax.jit(call)
+
+    @property
+    def fn(self) -> Callable[[Array], Array]:
+        return self._fn
+
+    def __call__(self, x: Float[Array, "... d"]) -> Float[Array, "..."]:
+        x = jnp.asarray(x)
+        if x.ndim < 1 or x.shape[-1] != len(self.variables):
+            raise ValueError(f"Formula: expected input of shape (..., {len(self.variables)}), got {x.shape}")
+        return self._fn(x)
+
+    def evaluate_numpy(self, x: np.ndarray) -> np.ndarray:
+        """Float64 numpy evaluation ``(n, d) -> (n,)`` (for accurate RMSEs)."""
+        x = np.asarray(x, np.float64)
+        f = sp.lambdify(self.variables, self.expr, "numpy")
+        with np.errstate(all="ignore"):
+            return np.broadcast_to(np.asarray(f(*[x[:, i] for i in range(x.shape[1])]), np.float64), x.shape[:1])
+
+    def latex(self) -> str:
+        return sp.latex(self.expr)
+
+    def __str__(self) -> str:
+        return str(self.expr)
+
+
+def _rmse(pred, y) -> float:
+    return float(np.sqrt(np.mean((np.asarray(pred, np.float64) - np.asarray(y, np.float64)) ** 2)))
+
+
+def simplify(expr: sp.Expr) -> sp.Expr:
+    """``sympy.simplify`` for expressions small enough to simplify quickly, else ``expand``-level
+    clean-up only."""
+    expr = canonicalize(expr)
+    if sp.count_ops(expr) <= _SIMPLIFY_MAX_OPS:
+        expr = sp.simplify(expr)
+    return expr
+
+
+def extract_formula(
+    model: Any,
+    data: tuple[Float[Array, "n in"], Float[Array, "n out"]],
+    val_data: Optional[tuple[Float[Array, "m in"], Float[Array, "m out"]]] = None,
+    *,
+    snap: bool = True,
+    rtol: float = 0.1,
+    atol: float = 1e-6,
+    variables: Optional[Sequence[sp.Symbol]] = None,
+) -> list[Formula]:
+    """The model's formulas (one per output), constants refitted on ``data`` and snapped to nice
+    values where the RMSE on ``val_data`` (default ``data``) keeps its accuracy; each Formula carries
+    its RMSE and the network's on ``val_data``."""
+    x, y = (np.asarray(a, np.float64) for a in data)
+    vx, vy = (x, y) if val_data is None else (np.asarray(a, np.float64) for a in val_data)
+    if y.ndim != 2 or vy.ndim != 2 or y.shape[1] != model.widths[-1]:
+        raise ValueError(f"extract_formula: y must have shape (n, {model.widths[-1]}), got {y.shape}")
+    variables = default_variables(model.widths[0]) if variables is None else tuple(variables)
+    net = np.asarray(_predict(model, jnp.asarray(vx, jnp.float32)), np.float64)
+    formulas = []
+    for o, expr in enumerate(model_expressions(model, variables)):
+        expr = canonicalize(expr)
+        before = float("nan")
+        if snap:
+            result = snap_constants(expr, variables, (x, y[:, o]), (vx, vy[:, o]), rtol=rtol, atol=atol)
+            expr, before = result.expr, result.rmse_before
+        expr = simplify(expr)
+        formula = Formula(expr, variables, network_rmse=_rmse(net[:, o], vy[:, o]), rmse_before_snapping=before)
+        formula.rmse = _rmse(formula.evaluate_numpy(vx), vy[:, o])
+        formulas.append(formula)
+    return formulas
