@@ -9,9 +9,11 @@ channels are split into ``g`` contiguous groups that share coefficients. ``P`` h
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Sequence
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
@@ -49,6 +51,14 @@ def _coefficients(init: Any, form: str, m: int, n: int, num_groups: int) -> tupl
     if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
         raise ValueError("Rational: coefficients contain NaN or inf")
     return jnp.asarray(a), jnp.asarray(b)
+
+
+@functools.partial(jax.jit, static_argnames="form")
+def _second_moment(a: Array, b: Array, group_index: Array, form: str) -> Array:
+    rows_a = [a[:, i] for i in range(a.shape[1])]
+    rows_b = [b[:, j] for j in range(b.shape[1])]
+    fn = lambda xs: rational_reference(xs, rows_a, rows_b, form) ** 2
+    return gaussian_expectation(fn, a.shape[0])[group_index]
 
 
 class Rational(Basis):
@@ -141,8 +151,7 @@ class Rational(Basis):
 
     def gaussian_second_moment_trace(self) -> Float[Array, " d"]:
         """``E[F(x)^2]`` for x ~ N(0, 1), by quadrature once per group, then per channel."""
-        per_group = gaussian_expectation(lambda xs: self.group_functions(xs) ** 2, self.num_groups)
-        return per_group[self.group_index]
+        return _second_moment(self.numerator, self.denominator, self.group_index, self.form)
 
     def gaussian_second_moment(self) -> Float[Array, "d 1 1"]:
         return self.gaussian_second_moment_trace()[:, None, None]

@@ -13,6 +13,7 @@ Variance-preserving init (KAT): ``W[o,d] ~ N(0, 1 / (in * E[F_d(x)^2]))`` with x
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Optional
 
 import equinox as eqx
@@ -22,6 +23,14 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from bases import check_last_dim, count_parameters
 from bases.rational import Rational
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _vp_weight(key: PRNGKeyArray, second_moment: Array, out_features: int) -> Array:
+    """``(out, in)`` weight with ``W[o,d] ~ N(0, 1 / (in * E[F_d(x)^2]))``."""
+    in_features = second_moment.shape[0]
+    std = 1.0 / jnp.sqrt(in_features * jnp.maximum(second_moment, 1e-12))
+    return jax.random.normal(key, (out_features, in_features)) * std[None, :]
 
 
 class GroupKANLayer(eqx.Module):
@@ -59,11 +68,12 @@ class GroupKANLayer(eqx.Module):
         self.rational = Rational(self.in_features, num_groups, numerator_order, denominator_order,
                                  init=init, form=form, backend=backend)
         second_moment = self.rational.gaussian_second_moment_trace()  # (in,)
-        std = 1.0 / jnp.sqrt(self.in_features * jnp.maximum(second_moment, 1e-12))
-        self.weight = jax.random.normal(key, (self.out_features, self.in_features)) * std[None, :]
+        self.weight = _vp_weight(key, second_moment, self.out_features)
         self.bias = jnp.zeros((self.out_features,)) if use_bias else None
 
-    def __call__(self, x: Float[Array, "... in"]) -> Float[Array, "... out"]:
+    def __call__(self, x: Float[Array, "... in"], *, key: Optional[PRNGKeyArray] = None) -> Float[Array, "... out"]:
+        """``key`` is unused (accepted so the layer drops into ``eqx.nn.Sequential``)."""
+        del key
         check_last_dim(x, self.in_features, "GroupKANLayer")
         h = self.rational.activation(x)
         y = h @ self.weight.T.astype(h.dtype)

@@ -78,6 +78,7 @@ def _core_bwd(cfg: _Config, res, gy):
 
 
 _core.defvjp(_core_fwd, _core_bwd)
+_core_jit = jax.jit(_core, static_argnums=(4,))  # one compiled program when called eagerly
 
 
 def _reference(x2, a, b, gidx, form):
@@ -86,6 +87,9 @@ def _reference(x2, a, b, gidx, form):
     rows_a = [ac[:, i] for i in range(ac.shape[1])]
     rows_b = [bc[:, j] for j in range(bc.shape[1])]
     return rational_reference(x2.astype(ct), rows_a, rows_b, form).astype(x2.dtype)
+
+
+_reference_jit = jax.jit(_reference, static_argnums=(4,))
 
 
 def _validate(x: Any, a: Any, b: Any, form: str, backend: str) -> None:
@@ -133,7 +137,7 @@ def group_rational(
         raise ValueError(f"group_rational: pallas_backend must be 'triton' or 'mosaic', got {pallas_backend!r}")
     x2 = x.reshape(-1, d)
     if backend == "jnp" or x2.shape[0] == 0:
-        return _reference(x2, numerator, denominator, gidx, form).reshape(x.shape)
+        return _reference_jit(x2, numerator, denominator, gidx, form).reshape(x.shape)
     impl = backend if backend != "auto" else ("pallas" if on_gpu() else "xla")
     cfg = _Config(form, impl, int(block_rows), int(block_cols), not on_gpu(), pallas_backend)
-    return _core(x2, numerator, denominator, gidx, cfg).reshape(x.shape)
+    return _core_jit(x2, numerator, denominator, gidx, cfg).reshape(x.shape)
