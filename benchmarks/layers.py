@@ -46,10 +46,17 @@ class _MLPLayer(eqx.Module):
         return self.mlp(jax.nn.gelu(x))
 
 
+def _gr_kan_layer(n_in: int, n_out: int, key: jax.Array) -> eqx.Module:
+    from kan import GroupKANLayer
+
+    return GroupKANLayer(n_in, n_out, init="swish", key=key)
+
+
 #: name -> factory(in_features, out_features, key); other layer kinds register themselves here.
 LAYERS: dict[str, LayerFactory] = {
     "mlp (gelu+linear)": _mlp_layer,
     "kan b-spline G=5 k=3": _bspline_layer,
+    "gr-kan": _gr_kan_layer,
 }
 
 
