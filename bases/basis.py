@@ -35,14 +35,19 @@ def check_last_dim(x: Array, expected: int, who: str) -> None:
         raise TypeError(f"{who}: expected a floating-point input, got dtype {x.dtype}")
 
 
-def gaussian_expectation(fn: Any, num_inputs: int) -> Float[Array, "..."]:
-    """E[fn(x)] for x ~ N(0, 1) per coordinate, by dense quadrature.
-
-    ``fn`` maps ``(n, num_inputs)`` to ``(n, ...)``; the result has shape ``(...)``.
-    """
+@eqx.filter_jit
+def _expectation(fn: Any, num_inputs: int) -> Array:
     xs = jnp.broadcast_to(jnp.asarray(_QUAD_X, jnp.float32)[:, None], (_QUAD_X.size, num_inputs))
     values = fn(xs)
     return jnp.tensordot(jnp.asarray(_QUAD_W, values.dtype), values, axes=1)
+
+
+def gaussian_expectation(fn: Any, num_inputs: int) -> Float[Array, "..."]:
+    """E[fn(x)] for x ~ N(0, 1) per coordinate, by dense quadrature (compiled once per ``fn``).
+
+    ``fn`` maps ``(n, num_inputs)`` to ``(n, ...)``; the result has shape ``(...)``.
+    """
+    return _expectation(fn, num_inputs)
 
 
 class Basis(eqx.Module):
@@ -75,13 +80,11 @@ class Basis(eqx.Module):
     def gaussian_second_moment(self) -> Float[Array, "d k k"]:
         """``M[d] = E[F(x) F(x)^T]`` for x ~ N(0, 1), per input coordinate (for variance-preserving
         init). Computed by quadrature when called; call it once at init, not per step."""
-        feats = lambda xs: self(xs)  # (n, d, k)
-        return gaussian_expectation(lambda xs: jnp.einsum("ndk,ndl->ndkl", feats(xs), feats(xs)),
-                                    self.in_features)
+        return gaussian_expectation(_OuterProduct(self), self.in_features)
 
     def gaussian_second_moment_trace(self) -> Float[Array, " d"]:
         """``E[sum_k F_k(x)^2]`` for x ~ N(0, 1), per input coordinate."""
-        return gaussian_expectation(lambda xs: jnp.sum(self(xs) ** 2, axis=-1), self.in_features)
+        return gaussian_expectation(_SquaredNorm(self), self.in_features)
 
     def evaluate_dense(
         self, num: int = 201
@@ -106,3 +109,18 @@ class Basis(eqx.Module):
     def select_inputs(self, indices: Int[Array, " m"]) -> "Basis":
         """The same basis restricted to the input coordinates ``indices`` (used by pruning)."""
         raise NotImplementedError(f"{type(self).__name__} does not support select_inputs")
+
+
+class _OuterProduct(eqx.Module):
+    basis: Basis
+
+    def __call__(self, xs: Array) -> Array:
+        feats = self.basis(xs)
+        return jnp.einsum("ndk,ndl->ndkl", feats, feats)
+
+
+class _SquaredNorm(eqx.Module):
+    basis: Basis
+
+    def __call__(self, xs: Array) -> Array:
+        return jnp.sum(self.basis(xs) ** 2, axis=-1)

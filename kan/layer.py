@@ -21,8 +21,16 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from bases import Basis, BSpline, buffer_field, check_last_dim, gaussian_expectation
 
 
+class _SquaredActivation(eqx.Module):
+    fn: Callable[[Array], Array] = eqx.field(static=True)
+
+    def __call__(self, xs: Array) -> Array:
+        return self.fn(xs[:, 0]) ** 2
+
+
 def _activation_second_moment(fn: Callable[[Array], Array]) -> float:
-    return float(gaussian_expectation(lambda xs: fn(xs[:, 0]) ** 2, 1))
+    """E[fn(x)^2] for x ~ N(0, 1)."""
+    return float(gaussian_expectation(_SquaredActivation(fn), 1))
 
 
 class KANLayer(eqx.Module):
@@ -85,6 +93,7 @@ class KANLayer(eqx.Module):
             mask = mask * (1.0 - jax.lax.stop_gradient(self.symbolic.active))
         return mask
 
+    @eqx.filter_jit
     def __call__(self, x: Float[Array, "... in"]) -> Float[Array, "... out"]:
         check_last_dim(x, self.in_features, "KANLayer")
         feats = self.basis(x)  # (..., in, k)
@@ -104,6 +113,7 @@ class KANLayer(eqx.Module):
             y = y + self.bias
         return y
 
+    @eqx.filter_jit
     def edge_functions(self, x: Float[Array, "... in"]) -> Float[Array, "... out in"]:
         """Value of every edge function ``phi_od(x_d)`` (masked edges give 0)."""
         check_last_dim(x, self.in_features, "KANLayer.edge_functions")

@@ -56,6 +56,7 @@ class KAN(eqx.Module):
     def widths(self) -> tuple[int, ...]:
         return (self.layers[0].in_features,) + tuple(layer.out_features for layer in self.layers)
 
+    @eqx.filter_jit
     def __call__(self, x: Float[Array, "... in"]) -> Float[Array, "... out"]:
         for layer in self.layers:
             x = layer(x)
@@ -115,6 +116,7 @@ class MLP(eqx.Module):
     def widths(self) -> tuple[int, ...]:
         return (self.weights[0].shape[1],) + tuple(w.shape[0] for w in self.weights)
 
+    @eqx.filter_jit
     def __call__(self, x: Float[Array, "... in"]) -> Float[Array, "... out"]:
         check_last_dim(x, self.weights[0].shape[1], "MLP")
         for idx, (w, b) in enumerate(zip(self.weights, self.biases)):
