@@ -102,3 +102,17 @@ def test_flops_are_counted(key):
     layer = KANLayer(4, 3, BSpline(4, 5, 3), key=key)
     assert layer.flops() > 2 * 4 * 3 * 8
     assert MLP([4, 3], key=key).flops() == 2 * 4 * 3 + 3
+
+
+def _xla_flops(fn, x):
+    cost = jax.jit(fn).lower(x).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return cost["flops"]
+
+
+def test_analytic_flops_agree_with_xla_cost_analysis(key):
+    layer = KANLayer(32, 16, BSpline(32, 5, 3), key=key)
+    x = jnp.ones((1, 32))
+    assert 0.8 <= layer.flops() / _xla_flops(lambda v: layer(v), x) <= 1.25
+    mlp = MLP([32, 16], key=key)
+    assert 0.8 <= mlp.flops() / _xla_flops(lambda v: mlp(v), x) <= 1.25
