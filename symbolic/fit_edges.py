@@ -130,7 +130,7 @@ class CurveFits:
 
 def normalize_affine(name: str, a: float, b: float, c: float, d: float) -> tuple[float, float, float, float]:
     """Canonical ``(a, b, c, d)`` giving the same ``c f(a x + b) + d``: identity ``x`` gets a = 1, b = 0;
-    homogeneous functions (powers, roots, abs) get ``|a| = 1``; exp gets b = 0; ``"0"`` gets c = 0."""
+    homogeneous functions (powers, roots, abs) and log get ``|a| = 1``; exp gets b = 0; ``"0"`` gets c = 0."""
     fn = get_jnp_function(name)
     if name == "0":
         return 1.0, 0.0, 0.0, d
@@ -139,6 +139,9 @@ def normalize_affine(name: str, a: float, b: float, c: float, d: float) -> tuple
     if fn.degree is not None and a != 0.0:
         mag = abs(a)
         return float(np.sign(a)), b / mag, c * mag**fn.degree, d
+    if name == "log" and a != 0.0:  # c log(a x + b) = c log|a| + c log(sign(a) x + b / |a|)
+        mag = abs(a)
+        return float(np.sign(a)), b / mag, c, d + c * float(np.log(mag))
     if fn.exp_shift and abs(b) < 30.0:
         return a, 0.0, c * float(np.exp(b)), d
     return a, b, c, d
