@@ -1,0 +1,129 @@
+"""Group-rational kernels: forward and forward+backward time and achieved memory bandwidth.
+
+    python -m benchmarks.kernels [--full] [--dtype float32|bfloat16|float16] [--repeats 10]
+                                 [--peak-gbs 3350] [--out-dir benchmarks/results]
+
+Shapes are (batch * tokens, channels) with 8 groups and a 5/4 rational in form A. Compared:
+(a) the fused Pallas kernels, (b) the XLA version of the same math (both under the op's
+``custom_vjp``), (c) the plain jnp formula differentiated by ``jax.grad`` ("jnp"). Bytes counted
+are the unavoidable traffic: forward reads x and writes y (2 N D elements); forward+backward also
+reads x and the cotangent and writes dx (5 N D). GB/s is printed against the device's peak memory
+bandwidth where known. On CPU the Pallas kernels would only run in interpret mode (a Python-level
+emulation, meaningless for timing), so only the XLA paths run there. Writes CSV + Markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+
+from bases.kernels import group_rational
+from bases.rational_init import rational_init
+
+SMALL_SHAPES = ((4096, 256), (8192, 768))
+FULL_SHAPES = ((4096, 256), (16384, 768), (128 * 197, 768), (128 * 197, 3072))  # last: KAT-B MLP
+PEAK_GBS = (  # (substring of device_kind, peak HBM GB/s), most specific first
+    ("H100 PCIe", 2000.0), ("H100", 3350.0), ("H200", 4800.0), ("GH200", 4000.0),
+    ("A100-SXM4-80GB", 2039.0), ("A100 80GB", 1935.0), ("A100", 1555.0), ("L40S", 864.0),
+    ("L4", 300.0), ("A10", 600.0), ("V100", 900.0), ("T4", 320.0), ("RTX 4090", 1008.0),
+)
+
+
+def peak_bandwidth(device_kind: str) -> float | None:
+    for key, gbs in PEAK_GBS:
+        if key.lower() in device_kind.lower():
+            return gbs
+    return None
+
+
+def _median_seconds(fn, args, repeats: int) -> float:
+    jax.block_until_ready(fn(*args))  # compile + warm up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _programs(backend: str):
+    def forward(x, a, b):
+        return group_rational(x, a, b, backend=backend)
+
+    def forward_backward(x, a, b, gy):
+        y, vjp = jax.vjp(forward, x, a, b)
+        return y, vjp(gy)
+
+    return jax.jit(forward), jax.jit(forward_backward)
+
+
+def run(shapes, dtype, backends, repeats: int, peak: float | None) -> list[dict]:
+    a0, b0 = rational_init("swish", "A")
+    a = jnp.tile(jnp.asarray(a0, jnp.float32), (8, 1))
+    b = jnp.tile(jnp.asarray(b0, jnp.float32), (8, 1))
+    rows = []
+    for n, d in shapes:
+        kx, kg = jax.random.split(jax.random.PRNGKey(n * 7919 + d))
+        x = jax.random.normal(kx, (n, d), jnp.float32).astype(dtype)
+        gy = jax.random.normal(kg, (n, d), jnp.float32).astype(dtype)
+        elem_bytes = n * d * jnp.dtype(dtype).itemsize
+        for backend in backends:
+            fwd, fwd_bwd = _programs(backend)
+            for label, fn, args, traffic in (("fwd", fwd, (x, a, b), 2 * elem_bytes),
+                                             ("fwd+bwd", fwd_bwd, (x, a, b, gy), 5 * elem_bytes)):
+                seconds = _median_seconds(fn, args, repeats)
+                gbs = traffic / seconds / 1e9
+                rows.append({"rows": n, "channels": d, "dtype": jnp.dtype(dtype).name, "impl": backend,
+                             "pass": label, "ms": seconds * 1e3, "GB/s": gbs,
+                             "pct_peak": (100.0 * gbs / peak) if peak else float("nan")})
+                r = rows[-1]
+                print(f"{n:>6d} x {d:<5d} {r['dtype']:<8s} {backend:<7s} {label:<8s} {r['ms']:9.3f} ms"
+                      f" {gbs:9.1f} GB/s" + (f"  {r['pct_peak']:5.1f}% of peak" if peak else ""))
+    return rows
+
+
+def write_results(rows: list[dict], out_dir: str) -> None:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    header = list(rows[0])
+    fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)
+    (out / "kernels.csv").write_text("\n".join([",".join(header)] + [
+        ",".join(fmt(r[h]) for h in header) for r in rows]) + "\n")
+    md = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    md += ["| " + " | ".join(fmt(r[h]) for h in header) + " |" for r in rows]
+    (out / "kernels.md").write_text("\n".join(md) + "\n")
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--full", action="store_true", help="shapes up to KAT-B's 128*197 x 3072")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--peak-gbs", type=float, default=None, help="override the peak bandwidth")
+    parser.add_argument("--out-dir", default="benchmarks/results")
+    args = parser.parse_args(argv)
+    if args.repeats < 1:
+        raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
+    device = jax.devices()[0]
+    on_gpu = device.platform == "gpu"
+    peak = args.peak_gbs or (peak_bandwidth(device.device_kind) if on_gpu else None)
+    print(f"device: {device.device_kind} ({device.platform}); peak memory bandwidth: "
+          + (f"{peak:.0f} GB/s" if peak else "unknown (pass --peak-gbs)"))
+    backends = ["pallas", "xla", "jnp"] if on_gpu else ["xla", "jnp"]
+    if not on_gpu:
+        print("no GPU: running the XLA paths only (xla = custom_vjp with XLA kernels, jnp = "
+              "jax.grad of the plain formula); Pallas runs on CPU only in interpret mode, untimed")
+    shapes = FULL_SHAPES if args.full else SMALL_SHAPES
+    rows = run(shapes, jnp.dtype(args.dtype), backends, args.repeats, peak)
+    write_results(rows, args.out_dir)
+    print(f"written to {args.out_dir}/kernels.csv and kernels.md")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
