@@ -10,7 +10,7 @@ from bases.kernels.rational_pallas import backward_pallas
 
 KEYS = jax.random.split(jax.random.PRNGKey(0), 6)
 N, D, G = 37, 255, 8  # ragged in both rows and channels; 255 channels in 8 groups
-BLOCKS = dict(block_rows=16, block_cols=128)
+BLOCKS = dict(block_rows=16, block_cols=128, sub_rows=8)  # 3 row blocks of 2 sub-blocks
 
 
 def _coefficients(key, groups=G, m=5, n=4):
@@ -165,3 +165,11 @@ def test_bad_inputs_raise():
         group_rational(x, a, b, (4, 5))
     with pytest.raises(ValueError, match="power of two"):
         group_rational(x, a, b, backend="pallas", block_rows=12)
+
+
+def test_kernel_layout_prefers_divisors_and_pads_otherwise():
+    from bases.kernels.rational_pallas import _layout
+
+    assert _layout(128 * 197, 3072, 256, 128, 16) == (16, 128, 128, 128 * 197, 3072)  # KAT-B: no pad
+    assert _layout(37, 255, 16, 128, 8) == (8, 16, 128, 48, 256)
+    assert _layout(3, 5, 256, 128, 16) == (4, 4, 32, 4, 32)

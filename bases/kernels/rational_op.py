@@ -34,6 +34,7 @@ class _Config(NamedTuple):
     impl: str  # "pallas" or "xla"
     block_rows: int
     block_cols: int
+    sub_rows: int
     interpret: bool
     pallas_backend: str
 
@@ -41,7 +42,8 @@ class _Config(NamedTuple):
 def _forward(cfg: _Config, x2, ac, bc):
     if cfg.impl == "pallas":
         return forward_pallas(x2, ac, bc, form=cfg.form, block_rows=cfg.block_rows,
-                              block_cols=cfg.block_cols, interpret=cfg.interpret,
+                              block_cols=cfg.block_cols, sub_rows=cfg.sub_rows,
+                              interpret=cfg.interpret,
                               pallas_backend=cfg.pallas_backend)
     return forward_xla(x2, ac, bc, cfg.form)
 
@@ -49,7 +51,8 @@ def _forward(cfg: _Config, x2, ac, bc):
 def _backward(cfg: _Config, x2, g2, ac, bc):
     if cfg.impl == "pallas":
         return backward_pallas(x2, g2, ac, bc, form=cfg.form, block_rows=cfg.block_rows,
-                               block_cols=cfg.block_cols, interpret=cfg.interpret,
+                               block_cols=cfg.block_cols, sub_rows=cfg.sub_rows,
+                              interpret=cfg.interpret,
                                pallas_backend=cfg.pallas_backend)
     return backward_xla(x2, g2, ac, bc, cfg.form)
 
@@ -120,6 +123,7 @@ def group_rational(
     backend: str = "auto",
     block_rows: int = 256,
     block_cols: int = 128,
+    sub_rows: int = 16,
     pallas_backend: str = "triton",
 ) -> Float[Array, "... d"]:
     """Apply the group rational to ``x`` ``(..., d)``; returns ``(..., d)`` in the dtype of ``x``.
@@ -127,7 +131,8 @@ def group_rational(
     ``numerator`` ``(g, m+1)`` holds ``a_0..a_m``, ``denominator`` ``(g, n)`` holds ``b_1..b_n``.
     ``groups``: None (balanced contiguous split into ``g`` groups), ``g`` group sizes, or an int
     vector ``(d,)`` of group ids. ``form``: ``"A"`` or ``"B"`` (see ``rational_math``).
-    ``block_rows``/``block_cols`` (powers of two) tile the Pallas kernels; ``pallas_backend``
+    ``block_rows``/``block_cols`` (powers of two) tile the Pallas grid; each program walks its
+    rows ``sub_rows`` at a time (bounding registers) and keeps running coefficient sums; ``pallas_backend``
     ``"triton"`` or ``"mosaic"`` picks their GPU lowering.
     """
     _validate(x, numerator, denominator, form, backend)
@@ -139,5 +144,6 @@ def group_rational(
     if backend == "jnp" or x2.shape[0] == 0:
         return _reference_jit(x2, numerator, denominator, gidx, form).reshape(x.shape)
     impl = backend if backend != "auto" else ("pallas" if on_gpu() else "xla")
-    cfg = _Config(form, impl, int(block_rows), int(block_cols), not on_gpu(), pallas_backend)
+    cfg = _Config(form, impl, int(block_rows), int(block_cols), int(sub_rows), not on_gpu(),
+                  pallas_backend)
     return _core_jit(x2, numerator, denominator, gidx, cfg).reshape(x.shape)

@@ -1,13 +1,15 @@
 """Fused Pallas kernels for the per-channel rational (forward, and backward with coefficient grads).
 
-Layout: ``x`` ``(N, D)`` is padded by the wrapper to ``(block_rows, block_cols)`` multiples (both
-powers of two) and tiled on a 2-D grid ``(row block i, channel block j)``. Coefficients are passed
+Layout: ``x`` ``(N, D)`` is tiled on a 2-D grid ``(row block i, channel block j)`` of power-of-two
+blocks; block sizes that divide ``N`` and ``D`` are preferred, otherwise the wrapper pads to block
+multiples (d = 255 works). Each program walks its row block ``sub_rows`` rows at a time, so the
+registers hold ``sub_rows x block_cols`` elements, and keeps running coefficient sums in float32. Coefficients are passed
 transposed and zero-padded as ``(KA, D)`` / ``(KB, D)`` tables (``KA``, ``KB`` the next powers of two
 above ``m+1`` and ``n``); padded channels see ``P = 0, Q = 1`` and padded rows carry a zero
 cotangent, so padding never changes a result.
 
 The backward kernel writes ``dx`` and, for every (row block, channel) pair, the float32 partial sums
-of the coefficient-gradient terms over that block's rows: arrays ``(num_row_blocks * KA, D)`` and
+of the coefficient-gradient terms over that block's rows (accumulated in a fixed loop order): arrays ``(num_row_blocks * KA, D)`` and
 ``(num_row_blocks * KB, D)``. The wrapper sums them over row blocks. No atomics anywhere, so the
 result is bit-for-bit reproducible (the reduction order is fixed by the grid), unlike KAT's
 backward that atomically adds into the coefficient gradients.
@@ -60,10 +62,27 @@ def _compiler_params(interpret: bool, pallas_backend: str):
     return pltriton.CompilerParams(num_warps=4, num_stages=1)
 
 
-def _layout(n_rows: int, n_cols: int, block_rows: int, block_cols: int) -> tuple[int, int, int, int]:
-    br = min(_check_block(block_rows, "block_rows"), next_pow2(n_rows))
-    bc = min(_check_block(block_cols, "block_cols"), next_pow2(n_cols))
-    return br, bc, _round_up(n_rows, br), _round_up(n_cols, bc)
+def _fit_block(size: int, block: int, smallest: int) -> tuple[int, int]:
+    """A power-of-two block ``<= block`` for an axis of ``size``: the largest one ``>= smallest``
+    that divides ``size`` (no padding copy), else ``block`` capped at ``next_pow2(size)``.
+    Returns ``(block, padded_size)``."""
+    block = min(block, max(smallest, next_pow2(size)))
+    cand = block
+    while cand >= smallest:
+        if size % cand == 0:
+            return cand, size
+        cand //= 2
+    return block, _round_up(size, block)
+
+
+def _layout(n_rows: int, n_cols: int, block_rows: int, block_cols: int, sub_rows: int):
+    """``(sub_rows, block_rows, block_cols, padded_rows, padded_cols)`` for an ``(N, D)`` input."""
+    _check_block(block_rows, "block_rows")
+    _check_block(block_cols, "block_cols")
+    sub = min(_check_block(sub_rows, "sub_rows"), next_pow2(n_rows))
+    br, rows_p = _fit_block(n_rows, max(block_rows, sub), sub)
+    bc, cols_p = _fit_block(n_cols, block_cols, min(32, block_cols))
+    return sub, br, bc, rows_p, cols_p
 
 
 def _pad2(x: Array, rows: int, cols: int) -> Array:
@@ -81,27 +100,42 @@ def _rows(ref, count: int) -> list[Array]:
     return [ref[pl.ds(i, 1), :] for i in range(count)]
 
 
-def _fwd_kernel(x_ref, a_ref, b_ref, y_ref, *, m1: int, n: int, form: str, ct):
-    x = x_ref[...].astype(ct)
-    y = rational_forward(x, _rows(a_ref, m1), _rows(b_ref, n), form)
-    y_ref[...] = y.astype(y_ref.dtype)
+def _fwd_kernel(x_ref, a_ref, b_ref, y_ref, *, m1: int, n: int, form: str, ct, sub: int):
+    a, b = _rows(a_ref, m1), _rows(b_ref, n)
+
+    def body(r, carry):
+        rows = pl.ds(pl.multiple_of(r * sub, sub), sub)
+        y = rational_forward(x_ref[rows, :].astype(ct), a, b, form)
+        y_ref[rows, :] = y.astype(y_ref.dtype)
+        return carry
+
+    jax.lax.fori_loop(0, x_ref.shape[0] // sub, body, 0)
 
 
-def _bwd_kernel(x_ref, g_ref, a_ref, b_ref, dx_ref, da_ref, db_ref, *, m1: int, n: int, form: str, ct):
-    x = x_ref[...].astype(ct)
-    g = g_ref[...].astype(ct)
-    dx, da, db = rational_backward(x, g, _rows(a_ref, m1), _rows(b_ref, n), form)
-    dx_ref[...] = dx.astype(dx_ref.dtype)
+def _bwd_kernel(x_ref, g_ref, a_ref, b_ref, dx_ref, da_ref, db_ref, *, m1: int, n: int, form: str,
+                ct, sub: int):
+    a, b = _rows(a_ref, m1), _rows(b_ref, n)
+
+    def body(r, acc):
+        rows = pl.ds(pl.multiple_of(r * sub, sub), sub)
+        x = x_ref[rows, :].astype(ct)
+        g = g_ref[rows, :].astype(ct)
+        dx, da, db = rational_backward(x, g, a, b, form)
+        dx_ref[rows, :] = dx.astype(dx_ref.dtype)
+        return tuple(s + jnp.sum(t, axis=0, keepdims=True) for s, t in zip(acc, da + db))
+
+    zero = jnp.zeros((1, x_ref.shape[1]), ct)
+    acc = jax.lax.fori_loop(0, x_ref.shape[0] // sub, body, (zero,) * (m1 + n))
     da_ref[...] = jnp.zeros(da_ref.shape, da_ref.dtype)
     db_ref[...] = jnp.zeros(db_ref.shape, db_ref.dtype)
-    for i, term in enumerate(da):
-        da_ref[pl.ds(i, 1), :] = jnp.sum(term, axis=0, keepdims=True).astype(da_ref.dtype)
-    for j, term in enumerate(db):
-        db_ref[pl.ds(j, 1), :] = jnp.sum(term, axis=0, keepdims=True).astype(db_ref.dtype)
+    for i in range(m1):
+        da_ref[pl.ds(i, 1), :] = acc[i].astype(da_ref.dtype)
+    for j in range(n):
+        db_ref[pl.ds(j, 1), :] = acc[m1 + j].astype(db_ref.dtype)
 
 
 @functools.partial(
-    jax.jit, static_argnames=("form", "block_rows", "block_cols", "interpret", "pallas_backend")
+    jax.jit, static_argnames=("form", "block_rows", "block_cols", "sub_rows", "interpret", "pallas_backend")
 )
 def forward_pallas(
     x: Float[Array, "N D"],
@@ -111,15 +145,16 @@ def forward_pallas(
     form: str,
     block_rows: int = 256,
     block_cols: int = 128,
+    sub_rows: int = 16,
     interpret: bool = False,
     pallas_backend: str = "triton",
 ) -> Float[Array, "N D"]:
     """``F(x)`` per channel with one fused kernel; output in the dtype of ``x``."""
     (n_rows, n_cols), m1, n = x.shape, ac.shape[1], bc.shape[1]
     ct = compute_dtype(x.dtype)
-    br, bcl, rows_p, cols_p = _layout(n_rows, n_cols, block_rows, block_cols)
+    sub, br, bcl, rows_p, cols_p = _layout(n_rows, n_cols, block_rows, block_cols, sub_rows)
     ka, kb = next_pow2(m1), next_pow2(n)
-    kernel = functools.partial(_fwd_kernel, m1=m1, n=n, form=form, ct=ct)
+    kernel = functools.partial(_fwd_kernel, m1=m1, n=n, form=form, ct=ct, sub=sub)
     y = pl.pallas_call(
         kernel,
         out_shape=jax.ShapeDtypeStruct((rows_p, cols_p), x.dtype),
@@ -138,7 +173,7 @@ def forward_pallas(
 
 
 @functools.partial(
-    jax.jit, static_argnames=("form", "block_rows", "block_cols", "interpret", "pallas_backend")
+    jax.jit, static_argnames=("form", "block_rows", "block_cols", "sub_rows", "interpret", "pallas_backend")
 )
 def backward_pallas(
     x: Float[Array, "N D"],
@@ -149,6 +184,7 @@ def backward_pallas(
     form: str,
     block_rows: int = 256,
     block_cols: int = 128,
+    sub_rows: int = 16,
     interpret: bool = False,
     pallas_backend: str = "triton",
 ) -> tuple[Float[Array, "N D"], Float[Array, "D m1"], Float[Array, "D n"]]:
@@ -156,10 +192,10 @@ def backward_pallas(
     (compute dtype), from per-row-block partial sums added in a fixed order."""
     (n_rows, n_cols), m1, n = x.shape, ac.shape[1], bc.shape[1]
     ct = compute_dtype(x.dtype)
-    br, bcl, rows_p, cols_p = _layout(n_rows, n_cols, block_rows, block_cols)
+    sub, br, bcl, rows_p, cols_p = _layout(n_rows, n_cols, block_rows, block_cols, sub_rows)
     ka, kb = next_pow2(m1), next_pow2(n)
     num_row_blocks = rows_p // br
-    kernel = functools.partial(_bwd_kernel, m1=m1, n=n, form=form, ct=ct)
+    kernel = functools.partial(_bwd_kernel, m1=m1, n=n, form=form, ct=ct, sub=sub)
     tile = pl.BlockSpec((br, bcl), lambda i, j: (i, j))
     dx, da_part, db_part = pl.pallas_call(
         kernel,
