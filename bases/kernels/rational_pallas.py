@@ -2,20 +2,21 @@
 
 Layout: ``x`` ``(N, D)`` is tiled on a 2-D grid ``(row block i, channel block j)`` of power-of-two
 blocks; block sizes that divide ``N`` and ``D`` are preferred, otherwise the wrapper pads to block
-multiples (d = 255 works). Each program walks its row block ``sub_rows`` rows at a time, so the
-registers hold ``sub_rows x block_cols`` elements, and keeps running coefficient sums in float32. Coefficients are passed
-transposed and zero-padded as ``(KA, D)`` / ``(KB, D)`` tables (``KA``, ``KB`` the next powers of two
-above ``m+1`` and ``n``); padded channels see ``P = 0, Q = 1`` and padded rows carry a zero
-cotangent, so padding never changes a result.
+multiples (d = 255 works). Each program walks its row block ``sub_rows`` rows at a time, so
+registers hold ``sub_rows x block_cols`` elements. Coefficients are passed transposed and
+zero-padded as ``(KA, D)`` / ``(KB, D)`` tables (``KA``, ``KB`` the next powers of two above ``m+1``
+and ``n``); padded channels see ``P = 0, Q = 1`` and padded rows carry a zero cotangent, so
+padding never changes a result.
 
-The backward kernel writes ``dx`` and, for every (row block, channel) pair, the float32 partial sums
-of the coefficient-gradient terms over that block's rows (accumulated in a fixed loop order): arrays ``(num_row_blocks * KA, D)`` and
-``(num_row_blocks * KB, D)``. The wrapper sums them over row blocks. No atomics anywhere, so the
-result is bit-for-bit reproducible (the reduction order is fixed by the grid), unlike KAT's
-backward that atomically adds into the coefficient gradients.
+The backward kernel writes ``dx`` and, for every (row block, channel) pair, the float32 partial
+sums of the coefficient-gradient terms over that block's rows, accumulated in a fixed loop order:
+arrays ``(num_row_blocks * KA, D)`` and ``(num_row_blocks * KB, D)``. The wrapper sums them over
+row blocks. No atomics anywhere, so results are bit-for-bit reproducible, unlike KAT's backward
+that atomically adds into the coefficient gradients.
 
-All refs are read as whole blocks or one-row slices (``pl.ds(i, 1)``) so the same kernel lowers
-through Triton and runs in interpret mode; ``interpret=True`` is forced off GPU.
+Refs are read as row slices (``pl.ds``) of full-width blocks, the Triton-style blocked model;
+``pallas_backend="triton"`` (default on GPU) passes Triton compiler params, ``"mosaic"`` leaves
+JAX's default lowering. ``interpret=True`` is forced off GPU.
 """
 
 from __future__ import annotations
