@@ -7,6 +7,7 @@ from .group_layer import GroupKANLayer
 from .layer import KANLayer
 from .model import KAN, MLP
 from .prune import prune, prune_edges, prune_nodes
+from .plot import plot, plot_edge
 from .regularization import attribution_scores, sparsity_regularizer
 
 __all__ = [
@@ -19,6 +20,8 @@ __all__ = [
     "fit",
     "load",
     "mse",
+    "plot",
+    "plot_edge",
     "prune",
     "prune_edges",
     "prune_nodes",

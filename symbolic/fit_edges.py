@@ -174,9 +174,14 @@ def fit_curves(
     ys = np.where(constant, 1.0, ys)
     t = (x - m[:, None]) / s[:, None]
     u = np.where(constant[:, None], 0.0, (y - ym[:, None]) / ys[:, None])
-    p, sse = _fit_all(jnp.asarray(t, jnp.float32), jnp.asarray(u, jnp.float32), lib.names,
+    # Pad the number of curves to a power of two (>= 8) so repeated calls reuse one compilation.
+    num = t.shape[0]
+    padded = max(8, 1 << (num - 1).bit_length())
+    t_pad = np.concatenate([t, np.repeat(t[:1], padded - num, axis=0)])
+    u_pad = np.concatenate([u, np.repeat(u[:1], padded - num, axis=0)])
+    p, sse = _fit_all(jnp.asarray(t_pad, jnp.float32), jnp.asarray(u_pad, jnp.float32), lib.names,
                       int(grid_size), int(zooms), int(steps))
-    p, sse = np.asarray(p, np.float64), np.asarray(sse, np.float64)
+    p, sse = np.asarray(p, np.float64)[:num], np.asarray(sse, np.float64)[:num]
     sst = np.sum(u * u, axis=1)  # of the normalised curve: n, or 0 for a constant curve
     with np.errstate(divide="ignore", invalid="ignore"):
         r2 = np.where(sst[:, None] > 0, 1.0 - sse / np.where(sst > 0, sst, 1.0)[:, None],
