@@ -17,7 +17,7 @@ from jaxtyping import Array, Float, Int
 
 from .basis import Basis, check_last_dim
 from .buffers import buffer_field
-from .rbf import _check_indices, _range_arrays
+from .rbf import _check_indices, _compiled_moment, _compiled_trace, _range_arrays
 
 _TANH_FLOPS = 6  # Yu et al. 2024 cost table
 INPUT_MAPS = ("tanh", "affine")
@@ -76,6 +76,12 @@ class Chebyshev(Basis):
         for _ in range(2, self.degree + 1):
             polys.append(2.0 * t * polys[-1] - polys[-2])
         return jnp.stack(polys, axis=-1)
+
+    def gaussian_second_moment_trace(self) -> Float[Array, " d"]:
+        return _compiled_trace(self)
+
+    def gaussian_second_moment(self) -> Float[Array, "d k k"]:
+        return _compiled_moment(self)
 
     def domain(self) -> tuple[Float[Array, " d"], Float[Array, " d"]]:
         return self.lo, self.hi

@@ -14,7 +14,7 @@ import numpy as np
 from jaxtyping import Array, Float, Int
 
 from .basis import Basis, check_last_dim
-from .rbf import _check_indices
+from .rbf import _check_indices, _compiled_moment, _compiled_trace
 
 _TRIG_FLOPS = 4  # a transcendental counted like a sigmoid (Yu et al. 2024 cost table)
 
@@ -48,6 +48,12 @@ class Fourier(Basis):
         k = jnp.arange(1, self.grid_size + 1, dtype=x.dtype) * self.frequency
         angle = x[..., None] * k
         return jnp.concatenate([jnp.cos(angle), jnp.sin(angle)], axis=-1)
+
+    def gaussian_second_moment_trace(self) -> Float[Array, " d"]:
+        return _compiled_trace(self)
+
+    def gaussian_second_moment(self) -> Float[Array, "d k k"]:
+        return _compiled_moment(self)
 
     def domain(self) -> tuple[Float[Array, " d"], Float[Array, " d"]]:
         half = jnp.full((self.in_features,), math.pi / self.frequency, jnp.float32)

@@ -18,6 +18,12 @@ from .buffers import buffer_field
 _EXP_FLOPS = 4  # a transcendental counted like a sigmoid (Yu et al. 2024 cost table)
 
 
+# The generic quadrature, compiled once per basis configuration and size: far cheaper than eager
+# op-by-op dispatch, which compiles every primitive for every new shape (layer inits call this).
+_compiled_trace = eqx.filter_jit(Basis.gaussian_second_moment_trace)
+_compiled_moment = eqx.filter_jit(Basis.gaussian_second_moment)
+
+
 def _range_arrays(grid_range, in_features: int, who: str) -> tuple[np.ndarray, np.ndarray]:
     lo = np.broadcast_to(np.asarray(grid_range[0], np.float64), (in_features,))
     hi = np.broadcast_to(np.asarray(grid_range[1], np.float64), (in_features,))
@@ -82,6 +88,12 @@ class GaussianRBF(Basis):
         inv_width = jax.lax.stop_gradient(self.inv_width).astype(x.dtype)
         z = (x[..., None] - centers) * inv_width[:, None]
         return jnp.exp(-z * z)
+
+    def gaussian_second_moment_trace(self) -> Float[Array, " d"]:
+        return _compiled_trace(self)
+
+    def gaussian_second_moment(self) -> Float[Array, "d k k"]:
+        return _compiled_moment(self)
 
     def domain(self) -> tuple[Float[Array, " d"], Float[Array, " d"]]:
         if self.grid_size == 1:

@@ -23,7 +23,7 @@ from jaxtyping import Array, Float, Int
 
 from .basis import Basis, check_last_dim
 from .buffers import buffer_field
-from .rbf import _check_indices, _range_arrays
+from .rbf import _check_indices, _compiled_moment, _compiled_trace, _range_arrays
 
 _MIN_WIDTH = 1e-4  # trained windows are kept at least this wide so the normalisation stays finite
 
@@ -87,6 +87,12 @@ class PhaseBasis(Basis):
         x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
         start, end = self.points()
         return x[..., None], start.astype(x.dtype), end.astype(x.dtype)
+
+    def gaussian_second_moment_trace(self) -> Float[Array, " d"]:
+        return _compiled_trace(self)
+
+    def gaussian_second_moment(self) -> Float[Array, "d k k"]:
+        return _compiled_moment(self)
 
     def domain(self) -> tuple[Float[Array, " d"], Float[Array, " d"]]:
         start, end = self.points()

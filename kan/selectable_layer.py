@@ -43,6 +43,8 @@ CANDIDATES: dict[str, Callable[[int], Basis]] = {
     "rational": lambda d: Rational(d, num_groups=d),
 }
 Candidate = Union[str, tuple[str, Callable[[int], Basis]]]
+# One compiled quadrature per basis type and size (much faster than op-by-op dispatch at init).
+_trace_sum = eqx.filter_jit(lambda basis: jnp.sum(basis.gaussian_second_moment_trace()))
 
 
 def _resolve(candidates: Sequence[Candidate], in_features: int) -> tuple[tuple[str, ...], tuple[Basis, ...]]:
@@ -124,7 +126,7 @@ class SelectableKANLayer(eqx.Module):
         share = 0.5 if base_activation is not None else 1.0
         mix = math.sqrt(num)  # 1 / sqrt(sum_c p_c^2) at the uniform start p_c = 1 / C
         self.weights = tuple(
-            mix * math.sqrt(share / max(float(jnp.sum(b.gaussian_second_moment_trace())), 1e-12))
+            mix * math.sqrt(share / max(float(_trace_sum(b)), 1e-12))
             * jax.random.normal(k, (out_features, in_features, b.num_functions))
             for b, k in zip(self.bases, keys[:num]))
         self.logits = jnp.zeros((in_features, num))
