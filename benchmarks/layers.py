@@ -20,8 +20,10 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from bases import BSpline, count_parameters
+from bases import ActivationPair, BSpline, Chebyshev, Fourier, GaussianRBF, ReLUKAN, count_parameters
 from kan import KANLayer, MLP
+from kan.afkan_layer import AFKANLayer
+from kan.selectable_layer import SelectableKANLayer
 
 LayerFactory = Callable[[int, int, jax.Array], eqx.Module]
 
@@ -58,6 +60,19 @@ LAYERS: dict[str, LayerFactory] = {
     "kan b-spline G=5 k=3": _bspline_layer,
     "gr-kan": _gr_kan_layer,
 }
+
+
+# Issue 5: more bases in the KAN edge sum, AF-KAN and S-KAN.
+LAYERS.update({
+    "kan rbf G=8": lambda i, o, k: KANLayer(i, o, GaussianRBF(i, 8), key=k),
+    "kan chebyshev deg=5": lambda i, o, k: KANLayer(i, o, Chebyshev(i, 5), key=k),
+    "kan fourier G=5": lambda i, o, k: KANLayer(i, o, Fourier(i, 5), key=k),
+    "kan relu-kan G=5 k=3": lambda i, o, k: KANLayer(i, o, ReLUKAN(i, 5, 3), key=k),
+    "kan af-pair silu/quad1 G=3 k=3": lambda i, o, k: KANLayer(i, o, ActivationPair(i, 3, 3), key=k),
+    "af-kan global_attn G=3 k=3": lambda i, o, k: AFKANLayer(i, o, 3, 3, key=k),
+    "s-kan cheb/fourier/rbf (training)": lambda i, o, k: SelectableKANLayer(
+        i, o, ["chebyshev", "fourier", "rbf"], key=k),
+})
 
 
 def time_fwd_bwd(layer: eqx.Module, x: jax.Array, repeats: int) -> float:

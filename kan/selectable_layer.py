@@ -189,6 +189,15 @@ class SelectableKANLayer(eqx.Module):
     def num_parameters(self) -> int:
         return count_parameters(self)
 
+    def flops(self) -> int:
+        """Forward FLOPs per sample while training: every candidate space is evaluated and mixed."""
+        d, o = self.in_features, self.out_features
+        total = sum(d * b.flops_per_input() + d * b.num_functions + 2 * d * b.num_functions * o
+                    for b in self.bases)
+        if self.base_weight is not None:
+            total += 5 * d + 2 * d * o
+        return total + o
+
 
 class SelectedKANLayer(eqx.Module):
     """A finalised S-KAN layer: one :class:`KANLayer` per chosen space, each on the inputs
