@@ -1,5 +1,6 @@
 """KAN layers, models, training, pruning and grid refinement (JAX + Equinox)."""
 
+from .afkan_layer import AFKANLayer
 from .fit import check_data, fit, mse
 from .grid import refine, refit_basis, update_grid, update_layer_grid
 from .io import load, read_header, save
@@ -8,9 +9,18 @@ from .layer import KANLayer
 from .model import KAN, MLP
 from .prune import prune, prune_edges, prune_nodes
 from .plot import plot, plot_edge
+from .selectable_layer import (SelectableKANLayer, SelectedKANLayer, Selection, anneal_temperature,
+                                fit_selectable, set_temperature)
 from .regularization import attribution_scores, sparsity_regularizer
 
 __all__ = [
+    "AFKANLayer",
+    "SelectableKANLayer",
+    "SelectedKANLayer",
+    "Selection",
+    "anneal_temperature",
+    "fit_selectable",
+    "set_temperature",
     "KAN",
     "GroupKANLayer",
     "KANLayer",
