@@ -10,7 +10,7 @@ from .model import KAN, MLP
 from .prune import prune, prune_edges, prune_nodes
 from .plot import plot, plot_edge
 from .selectable_layer import (SelectableKANLayer, SelectedKANLayer, Selection, anneal_temperature,
-                                fit_selectable, set_temperature)
+                                fit_selectable, plot_selection, set_temperature)
 from .regularization import attribution_scores, sparsity_regularizer
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "Selection",
     "anneal_temperature",
     "fit_selectable",
+    "plot_selection",
     "set_temperature",
     "KAN",
     "GroupKANLayer",

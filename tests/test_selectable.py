@@ -8,7 +8,7 @@ import pytest
 
 from bases import Chebyshev, Fourier, GaussianRBF
 from kan.selectable_layer import (SelectableKANLayer, SelectedKANLayer, anneal_temperature, fit_selectable,
-                                  set_temperature)
+                                  plot_selection, set_temperature)
 
 KEY = jax.random.PRNGKey(0)
 # Identifiable families on [-2, 2]: 3 Fourier harmonics hold sin(3x) exactly but not x^3; a cubic
@@ -55,6 +55,12 @@ def test_selection_and_temperature():
     assert float(anneal_temperature(0, 10)) == pytest.approx(1.0)
     assert float(anneal_temperature(10, 10)) == pytest.approx(0.05)
     assert float(set_temperature([layer, layer], 0.3)[1].temperature) == pytest.approx(0.3)
+
+
+def test_plot_selection_writes_a_figure(tmp_path):
+    layer = SelectableKANLayer(4, 3, ["chebyshev", "fourier", "rbf"], key=KEY)
+    plot_selection(layer.selection(), tmp_path / "sel.png")
+    assert (tmp_path / "sel.png").stat().st_size > 1000
 
 
 def test_finalize_keeps_one_space_per_node_and_the_function():
