@@ -1,0 +1,69 @@
+"""End-to-end exact recovery from data: fit a small KAN -> auto_symbolic -> refit -> formula with
+constant snapping, compared with the truth by ``sympy.simplify(recovered - truth) == 0``."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import sympy as sp
+
+import kan
+import symbolic
+
+A, B = symbolic.default_variables(2)
+PA, PB = sp.Symbol("x_1", positive=True), sp.Symbol("x_2", positive=True)
+
+
+def _recover(fn, lo, hi, widths, variables, library=None, seed=0, steps=10, prune=False, lamb=0.0):
+    key_train, key_val = jax.random.split(jax.random.PRNGKey(seed + 100))
+    x = jax.random.uniform(key_train, (500, 2), minval=lo, maxval=hi)
+    xv = jax.random.uniform(key_val, (500, 2), minval=lo, maxval=hi)
+    train, val = (x, fn(x)), (xv, fn(xv))
+    model = kan.KAN(widths, grid_size=5, key=jax.random.PRNGKey(seed))
+    model, _ = kan.fit(model, train, steps=steps, optimizer="lbfgs", lamb=lamb, progress=False, update_grid=False)
+    if prune:
+        model = kan.prune(model, x)
+        model, _ = kan.fit(model, train, steps=steps, optimizer="lbfgs", progress=False, update_grid=False)
+    model, _ = symbolic.auto_symbolic(model, x, library)
+    model, _ = kan.fit(model, train, steps=5, optimizer="lbfgs", progress=False, update_grid=False)
+    (formula,) = symbolic.extract_formula(model, train, val, variables=variables)
+    return formula
+
+
+def _exact(formula, truth):
+    return sp.simplify(formula.expr - truth) == 0
+
+
+def test_hellokan_formula():
+    f = _recover(lambda x: jnp.exp(jnp.sin(jnp.pi * x[:, :1]) + x[:, 1:] ** 2), -1, 1, [2, 1, 1], (A, B))
+    assert _exact(f, sp.exp(sp.sin(sp.pi * A) + B**2)), f.expr
+    assert f.rmse < 1e-4
+
+
+def test_division_through_logs():
+    lib = ["0", "x", "x^2", "exp", "log", "sin", "tanh"]
+    f = _recover(lambda x: x[:, :1] / x[:, 1:], 1, 2, [2, 1, 1], (PA, PB), library=lib, steps=30)
+    assert _exact(f, PA / PB), f.expr
+
+
+def test_polynomial():
+    f = _recover(lambda x: x[:, :1] ** 2 - 0.5 * x[:, 1:] ** 3 + x[:, :1], -1, 1, [2, 1], (A, B))
+    assert _exact(f, A**2 - B**3 / 2 + A), f.expr
+
+
+@pytest.mark.xfail(reason="training [2, 2, 1] on x*y for a few L-BFGS steps does not reach the "
+                          "squares decomposition yet (network RMSE ~0.3); open item", strict=False)
+def test_product_through_squares():
+    lib = ["0", "x", "x^2", "sin", "exp", "tanh"]
+    f = _recover(lambda x: x[:, :1] * x[:, 1:], -1, 1, [2, 2, 1], (A, B), library=lib)
+    assert _exact(f, A * B), f.expr
+
+
+@pytest.mark.xfail(reason="a [2, 1, 1] KAN trained from scratch lands in tanh(5/4 (u + v)) (network "
+                          "RMSE ~0.07) instead of the arctanh decomposition; open item", strict=False)
+def test_relativistic_velocity_addition():
+    lib = ["0", "x", "x^2", "arctanh", "tanh", "sin", "exp"]
+    f = _recover(lambda x: (x[:, :1] + x[:, 1:]) / (1 + x[:, :1] * x[:, 1:]), -0.9, 0.9, [2, 1, 1], (A, B),
+                 library=lib, seed=0, steps=30)
+    truth = (A + B) / (1 + A * B)
+    assert _exact(f, truth) or _exact(f, sp.tanh(sp.atanh(A) + sp.atanh(B))), f.expr
