@@ -1,6 +1,8 @@
 """End-to-end exact recovery from data: fit a small KAN -> auto_symbolic -> refit -> formula with
 constant snapping, compared with the truth by ``sympy.simplify(recovered - truth) == 0``."""
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -30,6 +32,10 @@ def _recover(fn, lo, hi, widths, variables, library=None, seed=0, steps=10, prun
     return formula
 
 
+# Known failures (see the xfail reasons) cost ~30 s each: run them with KAN_SLOW_TESTS=1.
+slow = pytest.mark.skipif(not os.environ.get("KAN_SLOW_TESTS"), reason="slow; set KAN_SLOW_TESTS=1")
+
+
 def _exact(formula, truth):
     return sp.simplify(formula.expr - truth) == 0
 
@@ -51,6 +57,7 @@ def test_polynomial():
     assert _exact(f, A**2 - B**3 / 2 + A), f.expr
 
 
+@slow
 @pytest.mark.xfail(reason="training [2, 2, 1] on x*y for a few L-BFGS steps does not reach the "
                           "squares decomposition yet (network RMSE ~0.3); open item", strict=False)
 def test_product_through_squares():
@@ -59,6 +66,7 @@ def test_product_through_squares():
     assert _exact(f, A * B), f.expr
 
 
+@slow
 @pytest.mark.xfail(reason="a [2, 1, 1] KAN trained from scratch lands in tanh(5/4 (u + v)) (network "
                           "RMSE ~0.07) instead of the arctanh decomposition; open item", strict=False)
 def test_relativistic_velocity_addition():
