@@ -12,16 +12,28 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
-from .basis import Basis, check_last_dim
+from .basis import _QUAD_W, _QUAD_X, Basis, check_last_dim
 from .buffers import buffer_field
 
 _EXP_FLOPS = 4  # a transcendental counted like a sigmoid (Yu et al. 2024 cost table)
 
 
-# The generic quadrature, compiled once per basis configuration and size: far cheaper than eager
-# op-by-op dispatch, which compiles every primitive for every new shape (layer inits call this).
-_compiled_trace = eqx.filter_jit(Basis.gaussian_second_moment_trace)
-_compiled_moment = eqx.filter_jit(Basis.gaussian_second_moment)
+# The Gaussian quadrature of ``basis.py``, compiled once per basis configuration and size (eager
+# dispatch compiles every primitive for every new shape; layer inits call these). The nodes go in as
+# arguments, not constants, so XLA does not constant-fold the features of a parameter-free basis.
+@eqx.filter_jit
+def _quadrature(basis: Basis, xs: Array, weights: Array, outer: bool) -> Array:
+    feats = basis(jnp.broadcast_to(xs[:, None], (xs.shape[0], basis.in_features)))
+    values = jnp.einsum("ndk,ndl->ndkl", feats, feats) if outer else jnp.sum(feats**2, axis=-1)
+    return jnp.tensordot(weights, values, axes=1)
+
+
+def _compiled_trace(basis: Basis) -> Float[Array, " d"]:
+    return _quadrature(basis, jnp.asarray(_QUAD_X, jnp.float32), jnp.asarray(_QUAD_W, jnp.float32), False)
+
+
+def _compiled_moment(basis: Basis) -> Float[Array, "d k k"]:
+    return _quadrature(basis, jnp.asarray(_QUAD_X, jnp.float32), jnp.asarray(_QUAD_W, jnp.float32), True)
 
 
 def _range_arrays(grid_range, in_features: int, who: str) -> tuple[np.ndarray, np.ndarray]:

@@ -41,10 +41,6 @@ NORMALIZATIONS = ("per_sample", "batch", "none")
 _EPS = 1e-6
 
 
-def _uniform(key: PRNGKeyArray, shape: tuple[int, ...], bound: float) -> Array:
-    return jax.random.uniform(key, shape, minval=-bound, maxval=bound)
-
-
 def _check_choice(value: str, valid: tuple[str, ...], what: str) -> None:
     if value not in valid:
         raise ValueError(f"AFKANLayer: unknown {what} {value!r}; valid: {', '.join(valid)}")
@@ -94,17 +90,18 @@ class AFKANLayer(eqx.Module):
         self.in_features, self.out_features = int(in_features), int(out_features)
         self.reduction, self.normalization, self.activation = reduction, normalization, activation
         k = self.basis.num_functions
-        k_w, k_v, k_c, k_conv, k_convb = jax.random.split(key, 5)
+        k_w, k_u = jax.random.split(key)
         act_moment = float(gaussian_expectation(lambda xs: act(xs[:, 0]) ** 2, 1))
         self.weight = jax.random.normal(k_w, (out_features, in_features)) / np.sqrt(in_features * act_moment)
         self.norm_weight, self.norm_bias = jnp.ones((in_features,)), jnp.zeros((in_features,))
         self.score_weight = self.score_bias = self.conv_weight = self.conv_bias = self.temperature = None
+        unit = jax.random.uniform(k_u, (k + 1, 4), minval=-1.0, maxval=1.0)  # one draw, sliced below
         if reduction in ("global_attn", "linear"):  # torch-style Linear(K, 1) init
-            self.score_weight = _uniform(k_v, (k,), 1 / np.sqrt(k))
-            self.score_bias = _uniform(k_c, (), 1 / np.sqrt(k))
+            self.score_weight = unit[:k, 0] / np.sqrt(k)
+            self.score_bias = unit[k, 0] / np.sqrt(k)
         if reduction == "spatial_attn":  # depthwise Conv1d(K, K, 3, groups=K): fan-in 3
-            self.conv_weight = _uniform(k_conv, (k, 3), 1 / np.sqrt(3))
-            self.conv_bias = _uniform(k_convb, (k,), 1 / np.sqrt(3))
+            self.conv_weight = unit[:k, 1:] / np.sqrt(3)
+            self.conv_bias = unit[:k, 0] / np.sqrt(3)
         if reduction != "linear":
             self.temperature = jnp.asarray(np.sqrt(in_features), jnp.float32)
 

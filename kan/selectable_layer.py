@@ -147,17 +147,18 @@ class SelectableKANLayer(eqx.Module):
         self.in_features, self.out_features = int(in_features), int(out_features)
         self.base_activation = base_activation
         num = len(self.bases)
-        keys = jax.random.split(key, num + 1)
         share = 0.5 if base_activation is not None else 1.0
         mix = math.sqrt(num)  # 1 / sqrt(sum_c p_c^2) at the uniform start p_c = 1 / C
+        sizes = [b.num_functions for b in self.bases]
+        noise = jax.random.normal(key, (out_features, in_features, sum(sizes) + 1))  # one draw
+        starts = np.cumsum([0] + sizes)
         self.weights = tuple(
-            mix * math.sqrt(share / max(float(_trace_sum(b)), 1e-12))
-            * jax.random.normal(k, (out_features, in_features, b.num_functions))
-            for b, k in zip(self.bases, keys[:num]))
+            mix * math.sqrt(share / max(float(_trace_sum(b)), 1e-12)) * noise[..., lo:hi]
+            for b, lo, hi in zip(self.bases, starts[:-1], starts[1:]))
         self.logits = jnp.zeros((in_features, num))
         if base_activation is not None:
             std = math.sqrt(0.5 / (in_features * _activation_second_moment(base_activation)))
-            self.base_weight = std * jax.random.normal(keys[-1], (out_features, in_features))
+            self.base_weight = std * noise[..., -1]
         else:
             self.base_weight = None
         self.bias = jnp.zeros((out_features,))
