@@ -15,7 +15,10 @@ a Python loop over candidates inside the trace) does, per (curve, candidate):
 
 Ranking (:func:`choose`): ``score = log10(1 - R^2 + noise_floor) + complexity_weight * complexity``:
 one extra unit of complexity has to buy a ``10**complexity_weight``-fold reduction of the unexplained
-variance. Candidates within ``margin`` of the best score count as ties and the first in library order
+variance. ``noise_floor`` (1e-6) caps the credit for fits better than a trained edge's accuracy;
+raising it to 1e-4 stops ``sin(a x + b)`` from out-scoring simpler fits of imperfect edges but makes
+equal-complexity look-alikes on narrow ranges tie (``1/x`` then beats ``exp`` on [0.5, 2]), so it
+stays a parameter. Candidates within ``margin`` of the best score count as ties and the first in library order
 wins (so ``x^2`` beats ``cos`` of a tiny argument, which imitates a parabola).
 """
 

@@ -16,13 +16,15 @@ A, B = symbolic.default_variables(2)
 PA, PB = sp.Symbol("x_1", positive=True), sp.Symbol("x_2", positive=True)
 
 
-def _recover(fn, lo, hi, widths, variables, library=None, seed=0, steps=10, prune=False, lamb=0.0):
+def _recover(fn, lo, hi, widths, variables, library=None, seed=0, steps=10, prune=False, lamb=0.0,
+             update_grid=False):
     key_train, key_val = jax.random.split(jax.random.PRNGKey(seed + 100))
     x = jax.random.uniform(key_train, (500, 2), minval=lo, maxval=hi)
     xv = jax.random.uniform(key_val, (500, 2), minval=lo, maxval=hi)
     train, val = (x, fn(x)), (xv, fn(xv))
     model = kan.KAN(widths, grid_size=5, key=jax.random.PRNGKey(seed))
-    model, _ = kan.fit(model, train, steps=steps, optimizer="lbfgs", lamb=lamb, progress=False, update_grid=False)
+    model, _ = kan.fit(model, train, steps=steps, optimizer="lbfgs", lamb=lamb, progress=False,
+                       update_grid=update_grid)
     if prune:
         model = kan.prune(model, x)
         model, _ = kan.fit(model, train, steps=steps, optimizer="lbfgs", progress=False, update_grid=False)
@@ -41,7 +43,8 @@ def _exact(formula, truth):
 
 
 def test_hellokan_formula():
-    f = _recover(lambda x: jnp.exp(jnp.sin(jnp.pi * x[:, :1]) + x[:, 1:] ** 2), -1, 1, [2, 1, 1], (A, B))
+    f = _recover(lambda x: jnp.exp(jnp.sin(jnp.pi * x[:, :1]) + x[:, 1:] ** 2), -1, 1, [2, 1, 1], (A, B),
+                 update_grid=True)
     assert _exact(f, sp.exp(sp.sin(sp.pi * A) + B**2)), f.expr
     assert f.rmse < 1e-4
 
