@@ -7,12 +7,14 @@ edges mix the candidates with learnable selection weights
     p[d] = softmax(logits[d] / T)                               (C,)
     y_o  = sum_d sum_c p[d, c] sum_k W_c[o, d, k] F^c_k(x_d)  (+ w_base[o, d] b(x_d))  + bias_o
 
-with a temperature ``T`` annealed from ``t_start`` to ``t_end`` (:func:`anneal_temperature`,
-:func:`fit_selectable`): at high T every space is trained, at low T the mixture is close to one space
-per node, so the weights adapt to the hard choice before it is made. :meth:`finalize` then keeps the
-most probable space of every node (its weights scaled by that node's final ``p``) and prunes the others:
-the result, :class:`SelectedKANLayer`, evaluates one space per node. The base branch and bias are shared
-by all spaces (they are not part of the choice).
+Training follows the paper's three phases (full training, selective training, pruning):
+:func:`fit_selectable` first trains all spaces at the uniform mixture with the logits frozen, then
+trains the logits while the temperature ``T`` anneals (:func:`anneal_temperature`), so the mixture
+moves to one space per node while the weights adapt; a small ridge on the candidate weights removes the
+scale redundancy between ``p`` and ``W`` that would otherwise leave the logits without a signal (see
+:func:`fit_selectable`). :meth:`finalize` then keeps the most probable space of every node (its weights
+scaled by that node's final ``p``) and prunes the others: the result, :class:`SelectedKANLayer`,
+evaluates one space per node. The base branch and bias are shared by all spaces (not part of the choice).
 """
 
 from __future__ import annotations

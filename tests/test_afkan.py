@@ -28,10 +28,10 @@ def test_parameter_count_matches_the_paper():
 def test_shapes_independence_and_training(reduction):
     layer = AFKANLayer(6, 4, key=KEY, reduction=reduction)
     x = jax.random.normal(KEY, (3, 5, 6))
-    y = layer(x)
+    y = apply(layer, x)
     assert y.shape == (3, 5, 4) and bool(jnp.all(jnp.isfinite(y)))
     # default per-sample normalisation: a sample's output does not depend on its batch
-    np.testing.assert_allclose(layer(x[0, :1]), y[0, :1], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(apply(layer, x[0, :1]), y[0, :1], rtol=1e-5, atol=1e-6)
     # a few gradient steps on a smooth target lower the loss; the phase points get gradients
     target = jnp.sin(x[..., :4]) + 0.5 * x[..., 1:5] ** 2
     loss_and_grad = eqx.filter_value_and_grad(lambda m: jnp.mean((m(x) - target) ** 2))
@@ -79,7 +79,7 @@ def test_attention_weights_are_distributions():
     # the temperature acts through max(tau, 1): below 1 it no longer changes the output
     low = eqx.tree_at(lambda m: m.temperature, glob, jnp.asarray(0.5))
     lower = eqx.tree_at(lambda m: m.temperature, glob, jnp.asarray(0.1))
-    np.testing.assert_allclose(low(x), lower(x), rtol=1e-6)
+    np.testing.assert_allclose(apply(low, x), apply(lower, x), rtol=1e-6)
 
 
 def test_32_layer_stack_preserves_variance():

@@ -86,7 +86,7 @@ def test_finalize_keeps_one_space_per_node_and_the_function():
 def test_forward_gradients_and_rational_candidate():
     layer = SelectableKANLayer(4, 3, ["rbf", "rational"], key=KEY)
     x = jax.random.normal(KEY, (5, 4))
-    y = layer(x)
+    y = apply(layer, x)
     assert y.shape == (5, 3) and bool(jnp.all(jnp.isfinite(y)))
     grads = eqx.filter_jit(eqx.filter_grad(lambda m: jnp.sum(m(x) ** 2)))(layer)
     assert float(jnp.abs(grads.logits).sum()) > 0
