@@ -13,9 +13,11 @@ from kan.selectable_layer import (SelectableKANLayer, SelectedKANLayer, anneal_t
 KEY = jax.random.PRNGKey(0)
 apply = eqx.filter_jit(lambda module, x: module(x))
 # Identifiable families on [-2, 2]: 3 Fourier harmonics hold sin(3x) exactly but not x^3; a cubic
-# Chebyshev polynomial (affine map of [-2, 2]) holds x^3 exactly but not sin(3x).
+# Chebyshev polynomial (affine map of [-2, 2]) holds x^3 exactly but not sin(3x); Gaussian bumps are
+# a generic competitor that can approximate both but neither exactly.
 PLANTED = [("fourier", lambda d: Fourier(d, 3)),
-           ("chebyshev", lambda d: Chebyshev(d, 3, (-2.0, 2.0), input_map="affine"))]
+           ("chebyshev", lambda d: Chebyshev(d, 3, (-2.0, 2.0), input_map="affine")),
+           ("rbf", lambda d: GaussianRBF(d, 5, (-2.0, 2.0)))]
 
 
 def _planted(seed):
@@ -32,6 +34,7 @@ def test_planted_families_are_recovered_in_most_seeds():
         layer = SelectableKANLayer(2, 1, PLANTED, key=k_init)
         layer, history = fit_selectable(layer, (x, y), steps=300, learning_rate=0.1)
         sel = layer.selection()
+        assert np.all(sel.weight > 0.5)  # the logits trained away from the uniform 1/3
         correct.append(sel.names == ("fourier", "chebyshev"))
         if correct[-1]:
             final = layer.finalize()
@@ -83,14 +86,11 @@ def test_finalize_keeps_one_space_per_node_and_the_function():
     assert final.flops() > 0
 
 
-def test_forward_gradients_and_rational_candidate():
+def test_forward_and_rational_candidate():
     layer = SelectableKANLayer(4, 3, ["rbf", "rational"], key=KEY)
     x = jax.random.normal(KEY, (5, 4))
     y = apply(layer, x)
     assert y.shape == (5, 3) and bool(jnp.all(jnp.isfinite(y)))
-    grads = eqx.filter_jit(eqx.filter_grad(lambda m: jnp.sum(m(x) ** 2)))(layer)
-    assert float(jnp.abs(grads.logits).sum()) > 0
-    assert all(float(jnp.abs(g).sum()) > 0 for g in grads.weights)
     logits = jnp.array([[9.0, 0.0], [0.0, 9.0], [0.0, 9.0], [9.0, 0.0]])
     final = eqx.tree_at(lambda m: m.logits, layer, logits).finalize()
     assert final.node_families == ("rbf", "rational", "rational", "rbf")  # Rational.select_inputs works
