@@ -1,9 +1,10 @@
 """Symbolic recovery on equations of the AI Feynman collection (Udrescu & Tegmark 2020), in the
 dimensionless forms used by the KAN paper (Liu et al. 2024, Table 2), with 2-6 variables.
 
-Every equation runs through fit (with the sparsity regulariser) -> prune -> auto_symbolic -> refit
+Every equation runs through fit (with the sparsity regulariser) -> prune -> refit -> auto_symbolic -> refit
 -> whole-model formula with constant snapping. An equation counts as recovered exactly when
-``sympy.simplify(recovered - truth) == 0``. The KAN shape per equation is a small hand-chosen
+``sympy.simplify(recovered - truth) == 0``. Two seeds per equation; the formula with the lower
+validation RMSE is kept. The KAN shape per equation is a small hand-chosen
 shape under which the equation is exactly representable with library functions (e.g. products as
 ``exp(log a + log b)`` on positive ranges, or as differences of squares).
 
@@ -83,29 +84,32 @@ def make_data(eq: Equation, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return x.astype(np.float32), np.broadcast_to(y, (n,)).reshape(n, 1).astype(np.float32)
 
 
-def run_equation(eq: Equation, steps: int = 40, lamb: float = 1e-3, seed: int = 0) -> dict:
-    """fit -> prune -> snap -> refit -> formula for one equation; returns a result row."""
+def _pipeline(eq: Equation, train, val, syms, steps: int, lamb: float, seed: int):
+    """fit (with the regulariser) -> prune -> refit -> auto_symbolic -> refit -> formula."""
+    model = kan.KAN(eq.widths, grid_size=5, key=jax.random.PRNGKey(seed))
+    model, _ = kan.fit(model, train, steps=steps, optimizer="lbfgs", lamb=lamb, progress=False)
+    model = kan.prune(model, train[0])
+    model, _ = kan.fit(model, train, steps=steps // 2, optimizer="lbfgs", progress=False)
+    model, records = symbolic.auto_symbolic(model, train[0])
+    model, _ = kan.fit(model, train, steps=steps // 2, optimizer="lbfgs", progress=False, update_grid=False)
+    return model, records, symbolic.extract_formula(model, train, val, variables=syms)[0]
+
+
+def run_equation(eq: Equation, steps: int = 20, lamb: float = 1e-4, seeds: Sequence[int] = (0, 1)) -> dict:
+    """The pipeline for each seed; keeps the formula with the lowest validation RMSE (the truth is
+    only used for the final exact-match check). Returns a result row."""
     start = time.perf_counter()
     syms = _symbols(eq)
     truth = sp.sympify(eq.expr, locals={s.name: s for s in syms})
-    train = tuple(jnp.asarray(a) for a in make_data(eq, 600, seed))
-    val = tuple(jnp.asarray(a) for a in make_data(eq, 600, seed + 1))
-    test = make_data(eq, 1000, seed + 2)
-    # Train wider than the target shape (a 1-node bottleneck often trains into a poor local minimum),
-    # with the sparsity regulariser scaled to the target's spread, then prune back.
-    widths = (eq.widths[0],) + tuple(max(3, 2 * w) for w in eq.widths[1:-1]) + (eq.widths[-1],)
-    # Fixed grids covering the inputs: the periodic grid updates of kan.fit stall these fits (they
-    # re-fit hidden-layer grids to the narrow range the hidden activations have early on).
-    bound = max(max(abs(lo), abs(hi)) for lo, hi in eq.ranges.values())
-    model = kan.KAN(widths, grid_size=5, grid_range=(-bound, bound), key=jax.random.PRNGKey(seed))
-    scaled_lamb = lamb * float(jnp.std(train[1]))
-    model, _ = kan.fit(model, train, steps=steps, optimizer="lbfgs", lamb=scaled_lamb, progress=False,
-                       update_grid=False)
-    model = kan.prune(model, train[0])
-    model, _ = kan.fit(model, train, steps=steps, optimizer="lbfgs", progress=False, update_grid=False)
-    model, records = symbolic.auto_symbolic(model, train[0])
-    model, _ = kan.fit(model, train, steps=steps // 2, optimizer="lbfgs", progress=False, update_grid=False)
-    formula = symbolic.extract_formula(model, train, val, variables=syms)[0]
+    train = tuple(jnp.asarray(a) for a in make_data(eq, 600, 0))
+    val = tuple(jnp.asarray(a) for a in make_data(eq, 600, 1))
+    test = make_data(eq, 1000, 2)
+    best = None
+    for seed in seeds:
+        result = _pipeline(eq, train, val, syms, steps, lamb, seed)
+        if best is None or result[2].rmse < best[2].rmse:
+            best = result
+    model, records, formula = best
     test_rmse = float(np.sqrt(np.mean((formula.evaluate_numpy(test[0]) - test[1][:, 0]) ** 2)))
     try:
         exact = sp.simplify(formula.expr - truth) == 0
@@ -136,8 +140,8 @@ def write_results(rows: Sequence[dict], out: Path) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="", help="comma-separated equation names")
-    parser.add_argument("--steps", type=int, default=15)
-    parser.add_argument("--lamb", type=float, default=1e-3)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--lamb", type=float, default=1e-4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=".")
     args = parser.parse_args(argv)
@@ -146,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise ValueError(f"no equation named {args.only!r}; known: {[e.name for e in EQUATIONS]}")
     rows = []
     for eq in chosen:
-        row = run_equation(eq, args.steps, args.lamb, args.seed)
+        row = run_equation(eq, args.steps, args.lamb, (args.seed, args.seed + 1))
         rows.append(row)
         print(f"{row['equation']:<10s} exact={row['exact']!s:<5s} rmse={row['formula_rmse']:.2e} "
               f"net={row['network_rmse']:.2e} {row['seconds']:5.1f}s  {row['recovered']}", flush=True)
