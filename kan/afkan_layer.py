@@ -20,6 +20,9 @@ min-max matters). That makes a sample's output depend on the rest of its batch. 
 ``"per_sample"``, takes the min and max over each sample's own ``(d, K)`` features, so outputs do not
 depend on the batch; ``"batch"`` reproduces the published behaviour, ``"none"`` skips the step.
 
+The phase grid spans ``grid_range`` (default ``(-1, 1)``, like the other bases of this package; the
+published code uses ``(0, 1)``), with start/end points trained and shared by all inputs by default.
+
 Init: LayerNorm makes each sample's ``z`` zero-mean, unit-variance over the inputs, so ``W`` is drawn
 with ``Var = 1 / (in * E[act(u)^2])``, u ~ N(0, 1), which keeps the output variance near 1.
 """
