@@ -85,14 +85,19 @@ def make_data(eq: Equation, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _pipeline(eq: Equation, train, val, syms, steps: int, lamb: float, seed: int):
-    """fit (with the regulariser) -> prune -> refit -> auto_symbolic -> refit -> formula."""
+    """fit (with the regulariser) -> prune -> refit -> auto_symbolic -> refit -> swap look-alike
+    edges by formula fit (``symbolic.select_by_formula``) -> formula."""
     model = kan.KAN(eq.widths, grid_size=5, key=jax.random.PRNGKey(seed))
     model, _ = kan.fit(model, train, steps=steps, optimizer="lbfgs", lamb=lamb, progress=False)
     model = kan.prune(model, train[0])
     model, _ = kan.fit(model, train, steps=steps // 2, optimizer="lbfgs", progress=False)
     model, records = symbolic.auto_symbolic(model, train[0])
     model, _ = kan.fit(model, train, steps=steps // 2, optimizer="lbfgs", progress=False, update_grid=False)
-    return model, records, symbolic.extract_formula(model, train, val, variables=syms)[0]
+    network_rmse = float(jnp.sqrt(jnp.mean((model(val[0]) - val[1]) ** 2)))
+    model, _ = symbolic.select_by_formula(model, records, train, val, variables=syms)
+    formula = symbolic.extract_formula(model, train, val, variables=syms)[0]
+    formula.network_rmse = network_rmse  # the refitted network's, before any formula-level swap
+    return model, records, formula
 
 
 def run_equation(eq: Equation, steps: int = 20, lamb: float = 1e-4, seeds: Sequence[int] = (0, 1)) -> dict:

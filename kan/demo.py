@@ -45,7 +45,7 @@ def rmse(model, data) -> float:
 
 
 def run(steps: int = 50, seed: int = 0, progress: bool = True, verbose: bool = True, *,
-        model_seed: int = 2, lamb: float = 3e-3, symbolic_steps: int = 20, symbolic: bool = True):
+        model_seed: int = 2, lamb: float = 3e-3, symbolic_steps: int = 10, symbolic: bool = True):
     """Run the workflow; returns the final model, the datasets and a list of (stage, test RMSE).
     With ``symbolic`` the last stage is ("formula", test RMSE of the formula) and the formula is
     printed; ``run.last_formula`` holds the :class:`symbolic.Formula`."""

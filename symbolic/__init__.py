@@ -1,10 +1,11 @@
 """Symbolic regression with KANs: snap edges to library functions, extract whole-model formulas."""
 
-from .constants import SnapResult, nice_candidates, snap_constants
+from .constants import SnapResult, nice_candidates, refit_rmse, snap_constants
 from .fit_edges import CurveFits, choose, fit_curves, normalize_affine, scores
 from .formula import (Formula, canonicalize, default_variables, edge_expression, extract_formula,
                       model_expressions, simplify)
 from .library import BUILTIN_NAMES, Library, LibraryEntry, add_function, function_names, get_entry
+from .select import select_by_formula
 from .snap import SnapRecord, auto_symbolic, fix_symbolic, symbolic_status, unfix_symbolic
 
 __all__ = [
@@ -30,7 +31,9 @@ __all__ = [
     "nice_candidates",
     "normalize_affine",
     "scores",
+    "select_by_formula",
     "simplify",
+    "refit_rmse",
     "snap_constants",
     "symbolic_status",
     "unfix_symbolic",

@@ -103,6 +103,19 @@ def refit(problem: _Problem, values: np.ndarray, free: np.ndarray, x: np.ndarray
     return values
 
 
+def refit_rmse(expr: sp.Expr, variables: Sequence[sp.Symbol], train: tuple[np.ndarray, np.ndarray],
+               val: tuple[np.ndarray, np.ndarray]) -> float:
+    """Validation RMSE of ``expr`` after refitting all its floats on ``train`` (inf if it fails)."""
+    x, y = (np.asarray(a, np.float64) for a in train)
+    vx, vy = (np.asarray(a, np.float64) for a in val)
+    floats = sorted(expr.atoms(sp.Float), key=lambda f: (abs(float(f)), float(f)))
+    params = tuple(sp.Symbol(f"_c{i}") for i in range(len(floats)))
+    problem = _Problem(expr.xreplace(dict(zip(floats, params))), params,
+                       np.array([float(f) for f in floats]), tuple(variables))
+    values = refit(problem, problem.values, np.ones(len(params), bool), x, y.reshape(-1))
+    return _rmse(problem.predict(vx, values), vy.reshape(-1))
+
+
 @dataclasses.dataclass
 class SnapResult:
     """The snapped expression, the held-out RMSE before / after snapping and which constants snapped."""

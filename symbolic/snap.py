@@ -22,7 +22,7 @@ from jaxtyping import Array, Float
 from bases.symbolic_edges import IDENTITY_AFFINE, SymbolicEdges
 from kan.surgery import replace_fields
 
-from .fit_edges import choose, fit_curves
+from .fit_edges import choose, fit_curves, scores
 from .library import Library, as_library
 
 _activations = eqx.filter_jit(lambda model, x: model.activations(x))
@@ -40,6 +40,7 @@ class SnapRecord:
     r2: float
     affine: tuple[float, float, float, float]
     snapped: bool
+    alternatives: tuple[tuple[str, float, tuple[float, ...]], ...] = ()  # next best (name, R^2, affine)
 
 
 def _check_model(model: Any, x: Array) -> Array:
@@ -125,6 +126,7 @@ def auto_symbolic(
         return model, records
     fits = fit_curves(np.stack(xs), np.stack(ys), lib)
     picks = choose(fits, complexity_weight, noise_floor, margin)
+    ranking = np.argsort(scores(fits, complexity_weight, noise_floor), axis=1, kind="stable")
     new_syms = {l: _symbolic_of(model.layers[l]) for l in layer_ids}
     names = {l: [list(row) for row in new_syms[l].names] for l in layer_ids}
     affine = {l: np.array(new_syms[l].affine, np.float64) for l in layer_ids}
@@ -138,7 +140,9 @@ def auto_symbolic(
             names[l][o][i] = fits.names[j]
             affine[l][o, i] = params
             active[l][o, i] = 1.0
-        records.append(SnapRecord(l, o, i, fits.names[j], r2, params, snapped))
+        alts = tuple((fits.names[k], float(fits.r2[e, k]), tuple(float(v) for v in fits.params[e, k]))
+                     for k in ranking[e][:4] if k != j)[:3]
+        records.append(SnapRecord(l, o, i, fits.names[j], r2, params, snapped, alts))
         if verbose:
             state = "snapped" if snapped else "kept numeric"
             print(f"layer {l} edge ({i} -> {o}): {fits.names[j]:<8s} R^2 = {r2:.6f} ({state})")
