@@ -141,3 +141,20 @@ def test_auto_symbolic_snaps_constant_and_dead_edges_without_errors():
         symbolic.auto_symbolic(model, x.at[0, 0].set(jnp.nan))
     with pytest.raises(ValueError, match="shape"):
         symbolic.auto_symbolic(model, x[:, :2])
+
+
+def test_select_by_formula_swaps_a_look_alike_edge():
+    # The x_2 edge snapped to a wrong look-alike (cos); its alternative x^2 fits the data exactly.
+    model = _hellokan_model()
+    wrong = model.layers[0].symbolic.with_edge(0, 1, "cos", (2.0, 0.0, -0.25, 0.25))
+    layers = list(model.layers)
+    layers[0] = replace_fields(layers[0], symbolic=wrong)
+    model = eqx.tree_at(lambda m: m.layers, model, tuple(layers))
+    rec = symbolic.SnapRecord(0, 0, 1, "cos", 0.99, (2.0, 0.0, -0.25, 0.25), True,
+                              (("x^2", 0.98, (1.0, 0.0, 0.9, 0.0)), ("sin", 0.5, (1.0, 0.0, 1.0, 0.0))))
+    train, val = _data(300, 0), _data(300, 1)
+    swapped, swaps = symbolic.select_by_formula(model, [rec], train, val)
+    assert [s.name for s in swaps] == ["x^2"]
+    assert swapped.layers[0].symbolic.names[0][1] == "x^2"
+    (formula,) = symbolic.extract_formula(swapped, train, val)
+    assert sp.simplify(formula.expr - sp.exp(sp.sin(sp.pi * X1) + X2**2)) == 0
