@@ -155,7 +155,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise ValueError(f"no equation named {args.only!r}; known: {[e.name for e in EQUATIONS]}")
     rows = []
     for eq in chosen:
-        row = run_equation(eq, args.steps, args.lamb, (args.seed, args.seed + 1))
+        try:
+            row = run_equation(eq, args.steps, args.lamb, (args.seed, args.seed + 1))
+        except Exception as err:  # one failing equation must not stop the benchmark; it counts as not recovered
+            row = {"equation": eq.name, "truth": eq.expr, "recovered": f"error: {type(err).__name__}: {err}",
+                   "exact": False, "formula_rmse": float("nan"), "network_rmse": float("nan"), "edges": "",
+                   "widths": str(eq.widths), "seconds": float("nan")}
         rows.append(row)
         print(f"{row['equation']:<10s} exact={row['exact']!s:<5s} rmse={row['formula_rmse']:.2e} "
               f"net={row['network_rmse']:.2e} {row['seconds']:5.1f}s  {row['recovered']}", flush=True)

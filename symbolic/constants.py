@@ -35,6 +35,20 @@ def nice_candidates(value: float, max_candidates: int = 3, window: float = 0.1) 
     return [c for *_, c in near[:max_candidates]]
 
 
+def _trials(value: float) -> list[sp.Expr]:
+    """Nice values to try for a constant: the nearby ones, then 0 (a term that other constants can
+    absorb after refitting, e.g. a constant split over two terms)."""
+    cands = nice_candidates(value)
+    return cands + ([sp.Integer(0)] if sp.Integer(0) not in cands else [])
+
+
+def collapse_numbers(expr: sp.Expr) -> sp.Expr:
+    """Evaluate every variable-free subexpression that holds a float (``0.35*sin(5) - 1/3``) to a
+    single float, so constants split over several terms can snap together."""
+    return expr.replace(lambda e: e.is_number and not e.is_Atom and e.has(sp.Float),
+                        lambda e: sp.Float(complex(sp.N(e, 15)).real, 15))
+
+
 @dataclasses.dataclass
 class _Problem:
     """A formula with its floats replaced by parameters, lambdified with its Jacobian."""
@@ -51,15 +65,21 @@ class _Problem:
 
     def predict(self, x: np.ndarray, values: np.ndarray) -> np.ndarray:
         cols = [x[:, i] for i in range(x.shape[1])]
-        with np.errstate(all="ignore"):
-            return np.broadcast_to(np.asarray(self._f(cols, values), np.float64), (x.shape[0],))
+        try:
+            with np.errstate(all="ignore"):
+                return np.broadcast_to(np.asarray(self._f(cols, values), np.float64), (x.shape[0],))
+        except (OverflowError, ValueError, TypeError, ZeroDivisionError):
+            return np.full(x.shape[0], np.nan)
 
     def jacobian(self, x: np.ndarray, values: np.ndarray, free: np.ndarray) -> np.ndarray:
         cols = [x[:, i] for i in range(x.shape[1])]
         out = np.zeros((x.shape[0], int(free.sum())))
-        with np.errstate(all="ignore"):
-            for k, j in enumerate(np.flatnonzero(free)):
-                out[:, k] = np.broadcast_to(np.asarray(self._jac[j](cols, values), np.float64), (x.shape[0],))
+        try:
+            with np.errstate(all="ignore"):
+                for k, j in enumerate(np.flatnonzero(free)):
+                    out[:, k] = np.broadcast_to(np.asarray(self._jac[j](cols, values), np.float64), (x.shape[0],))
+        except (OverflowError, ValueError, TypeError, ZeroDivisionError):
+            out[:] = np.nan
         return out
 
 
@@ -133,8 +153,9 @@ def snap_constants(
     val: Optional[tuple[np.ndarray, np.ndarray]] = None,
     *,
     rtol: float = 0.1,
-    atol: float = 1e-6,
+    atol: float = 1e-5,
     digits: int = 6,
+    _again: bool = True,
 ) -> SnapResult:
     """Refit the floats of ``expr`` on ``train = (x (n, d), y (n,))`` and snap them to nice values
     where the RMSE on ``val`` (default: train) stays <= ``max((1 + rtol) * before, atol * std(y))``.
@@ -159,11 +180,10 @@ def snap_constants(
     exact: dict[int, sp.Expr] = {}
     order = []
     for j, v in enumerate(values):
-        cands = nice_candidates(float(v))
-        if cands:
-            order.append((abs(float(v) - float(cands[0])) / max(abs(float(v)), 1.0), j, cands))
-    for _, j, cands in sorted(order, key=lambda t: t[:2]):
-        for cand in nice_candidates(float(values[j])) or cands:
+        cands = _trials(float(v))
+        order.append((abs(float(v) - float(cands[0])) / max(abs(float(v)), 1.0), j))
+    for _, j in sorted(order):
+        for cand in _trials(float(values[j])):
             trial_free = free.copy()
             trial_free[j] = False
             trial = values.copy()
@@ -172,7 +192,14 @@ def snap_constants(
             if _rmse(problem.predict(vx, trial), vy) <= threshold:
                 free, values, exact[j] = trial_free, trial, cand
                 break
-    subs = {p: (exact[j] if j in exact else sp.Float(float(values[j]), digits)) for j, p in enumerate(params)}
+    subs = {p: (exact[j] if j in exact else sp.Float(float(values[j]), 15)) for j, p in enumerate(params)}
     after = _rmse(problem.predict(vx, values), vy)
     snapped = [(float(floats[j]), exact[j]) for j in sorted(exact)]
-    return SnapResult(template.xreplace(subs), before, after, snapped)
+    result = template.xreplace(subs)
+    collapsed = collapse_numbers(result)
+    if _again and collapsed != result and collapsed.atoms(sp.Float):
+        second = snap_constants(collapsed, variables, train, val, rtol=rtol, atol=atol, digits=digits, _again=False)
+        if second.rmse_after <= threshold:
+            return SnapResult(second.expr, before, second.rmse_after, snapped + second.snapped)
+    rounded = {f: sp.Float(float(f), digits) for f in result.atoms(sp.Float)}
+    return SnapResult(result.xreplace(rounded), before, after, snapped)

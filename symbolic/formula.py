@@ -107,8 +107,12 @@ class Formula:
         """Float64 numpy evaluation ``(n, d) -> (n,)`` (for accurate RMSEs)."""
         x = np.asarray(x, np.float64)
         f = sp.lambdify(self.variables, self.expr, "numpy")
-        with np.errstate(all="ignore"):
-            return np.broadcast_to(np.asarray(f(*[x[:, i] for i in range(x.shape[1])]), np.float64), x.shape[:1])
+        try:
+            with np.errstate(all="ignore"):
+                out = np.asarray(f(*[x[:, i] for i in range(x.shape[1])]), np.float64)
+            return np.broadcast_to(out, x.shape[:1])
+        except (OverflowError, ValueError, TypeError, ZeroDivisionError):  # e.g. huge exact integers
+            return np.full(x.shape[:1], np.nan)
 
     def latex(self) -> str:
         return sp.latex(self.expr)
@@ -137,7 +141,7 @@ def extract_formula(
     *,
     snap: bool = True,
     rtol: float = 0.1,
-    atol: float = 1e-6,
+    atol: float = 1e-5,
     variables: Optional[Sequence[sp.Symbol]] = None,
 ) -> list[Formula]:
     """The model's formulas (one per output), constants refitted on ``data`` and snapped to nice

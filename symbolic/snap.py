@@ -141,7 +141,7 @@ def auto_symbolic(
             affine[l][o, i] = params
             active[l][o, i] = 1.0
         alts = tuple((fits.names[k], float(fits.r2[e, k]), tuple(float(v) for v in fits.params[e, k]))
-                     for k in ranking[e][:4] if k != j)[:3]
+                     for k in ranking[e][:6] if k != j)[:5]
         records.append(SnapRecord(l, o, i, fits.names[j], r2, params, snapped, alts))
         if verbose:
             state = "snapped" if snapped else "kept numeric"
