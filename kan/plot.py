@@ -76,8 +76,9 @@ def plot(model: Any, x: Float[Array, "n in"], path: str | Path, *, num_points: i
             color = "tab:red" if name is not None else "black"
             x0, x1 = pos[l][i], pos[l + 1][o]
             ax.plot([x0, x1], [l, l + 1], color=color, alpha=float(strength[o, i]), lw=1.5, zorder=1)
-            mx, my = (x0 + x1) / 2, l + 0.5
-            w, h = min(0.14, 0.8 / max(widths)), 0.35
+            frac = 0.3 + 0.4 * (i + 0.5) / layer.in_features  # stagger thumbnails of crossing edges
+            mx, my = x0 + frac * (x1 - x0), l + frac
+            w, h = min(0.12, 0.7 / max(widths)), 0.3
             inset = ax.inset_axes([mx - w / 2, my - h / 2, w, h], transform=ax.transData)
             inset.plot(xs[:, i], phi[:, o, i], color=color, alpha=float(strength[o, i]), lw=1.2)
             inset.set_xticks([])
