@@ -3,7 +3,7 @@
 Every float in the expression becomes a parameter. The parameters are refitted by Levenberg-Marquardt
 (float64 numpy, derivatives from sympy) on the training data; then, greedily, each constant (those
 closest to a nice value first) is fixed to a nice value (0, an integer, a simple fraction p/q with
-q <= 6, or k*pi/q), the others are refitted, and the snap is kept only if the RMSE on held-out data
+q <= 6, k*pi/q or k/(q*pi)), the others are refitted, and the snap is kept only if the RMSE on held-out data
 stays within ``rtol`` (relative) or ``atol`` (absolute) of the unsnapped formula's RMSE.
 """
 
@@ -29,6 +29,10 @@ def nice_candidates(value: float, max_candidates: int = 3, window: float = 0.1) 
         k = int(round(value * q / np.pi))
         if k != 0:
             c = sp.Rational(k, q) * sp.pi
+            cands.setdefault(c, abs(value - float(c)))
+        k = int(round(value * q * np.pi))
+        if k != 0:
+            c = sp.Rational(k, q) / sp.pi
             cands.setdefault(c, abs(value - float(c)))
     limit = window * max(abs(value), 1.0)
     near = sorted((dist, sp.count_ops(c), str(c), c) for c, dist in cands.items() if dist <= limit)

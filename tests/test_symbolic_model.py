@@ -120,7 +120,8 @@ def test_nice_candidates():
     assert symbolic.nice_candidates(3.1416)[0] == sp.pi
     assert symbolic.nice_candidates(0.49998)[0] == sp.Rational(1, 2)
     assert symbolic.nice_candidates(2e-4)[0] == 0
-    assert symbolic.nice_candidates(1.37, window=0.01) == []
+    assert symbolic.nice_candidates(1.2345, window=0.005) == []
+    assert symbolic.nice_candidates(0.0530516)[0] == 1 / (6 * sp.pi)
 
 
 def test_auto_symbolic_snaps_constant_and_dead_edges_without_errors():
