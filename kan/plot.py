@@ -1,6 +1,6 @@
 """Drawing a KAN as pykan does: nodes in rows, one line per edge with a thumbnail of its curve, line
 strength by the edge's attribution score, snapped edges labelled with their function; and one
-edge's curve against its snapped formula. Matplotlib with the Agg backend (no display needed).
+edge's curve against its snapped formula. Drawn on matplotlib ``Figure`` objects without pyplot (no display needed, backend untouched).
 """
 
 from __future__ import annotations
@@ -10,15 +10,12 @@ from typing import Any, Optional
 
 import equinox as eqx
 import jax.numpy as jnp
-import matplotlib
+import numpy as np
+from jaxtyping import Array, Float
+from matplotlib.figure import Figure  # no pyplot: never changes the user's backend or global state
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from jaxtyping import Array, Float  # noqa: E402
-
-from .regularization import attribution_scores  # noqa: E402
-from .surgery import replace_fields  # noqa: E402
+from .regularization import attribution_scores
+from .surgery import replace_fields
 
 _activations = eqx.filter_jit(lambda model, x: model.activations(x))
 _edge_functions = eqx.filter_jit(lambda layer, x: layer.edge_functions(x))
@@ -60,7 +57,8 @@ def plot(model: Any, x: Float[Array, "n in"], path: str | Path, *, num_points: i
     widths = model.widths
     depth = len(model.layers)
     fig_w = max(4.0, 1.6 * max(widths))
-    fig, ax = plt.subplots(figsize=(fig_w, 2.2 * depth + 1.0))
+    fig = Figure(figsize=(fig_w, 2.2 * depth + 1.0))
+    ax = fig.add_subplot()
     ax.set_xlim(0, 1)
     ax.set_ylim(-0.3, depth + 0.3)
     ax.axis("off")
@@ -93,7 +91,6 @@ def plot(model: Any, x: Float[Array, "n in"], path: str | Path, *, num_points: i
         ax.set_title(title)
     path = Path(path)
     fig.savefig(path, dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
     return path
 
 
@@ -111,7 +108,8 @@ def plot_edge(model: Any, layer: int, out: int, inp: int, x: Float[Array, "n in"
     xs = _samples(_activations(model, x)[layer], num_points)
     numeric_layer = replace_fields(target, symbolic=None) if hasattr(target, "symbolic") else target
     numeric = np.asarray(_edge_functions(numeric_layer, jnp.asarray(xs, jnp.float32)))[:, out, inp]
-    fig, ax = plt.subplots(figsize=(4.5, 3.2))
+    fig = Figure(figsize=(4.5, 3.2))
+    ax = fig.add_subplot()
     ax.plot(xs[:, inp], numeric, color="black", lw=2, label="learned edge")
     name = _name(target, out, inp)
     if name is not None:
@@ -124,5 +122,4 @@ def plot_edge(model: Any, layer: int, out: int, inp: int, x: Float[Array, "n in"
     ax.legend(fontsize=8)
     path = Path(path)
     fig.savefig(path, dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
     return path

@@ -89,25 +89,21 @@ class Selection(NamedTuple):
 def plot_selection(selection: Selection, path: Optional[str] = None, *, ax=None):
     """Heat map of the selection weights (nodes x candidate spaces), the chosen space outlined and
     its weight printed. Draws on ``ax`` (or a new figure, saved to ``path`` when given); returns the axes."""
-    import matplotlib
-
-    if ax is None:
-        matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
 
     p = np.asarray(selection.probabilities)
-    if ax is None:
-        _, ax = plt.subplots(figsize=(1.2 + 0.9 * p.shape[1], 0.8 + 0.45 * p.shape[0]))
+    if ax is None:  # a pyplot-free figure: the user's backend is left alone
+        ax = Figure(figsize=(1.2 + 0.9 * p.shape[1], 0.8 + 0.45 * p.shape[0])).add_subplot()
     ax.imshow(p, vmin=0.0, vmax=1.0, cmap="Blues", aspect="auto")
     ax.set_xticks(range(p.shape[1]), selection.candidates, rotation=30)
     ax.set_yticks(range(p.shape[0]), [f"x{d}" for d in range(p.shape[0])])
     for d, (c, w) in enumerate(zip(selection.index, selection.weight)):
-        ax.add_patch(matplotlib.patches.Rectangle((c - 0.5, d - 0.5), 1, 1, fill=False, lw=2, ec="red"))
+        ax.add_patch(Rectangle((c - 0.5, d - 0.5), 1, 1, fill=False, lw=2, ec="red"))
         ax.text(c, d, f"{w:.2f}", ha="center", va="center", fontsize=8)
     ax.set_title("S-KAN selection")
     if path is not None:
         ax.figure.savefig(path, bbox_inches="tight")
-        plt.close(ax.figure)
     return ax
 
 
