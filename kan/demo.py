@@ -10,6 +10,7 @@ attribution stays above the 1e-2 threshold, and other seeds at 3e-3 or 5e-3 leav
 from __future__ import annotations
 
 import time
+from typing import Any, NamedTuple
 
 import equinox as eqx
 import jax
@@ -19,6 +20,13 @@ from .fit import fit
 from .grid import refine
 from .model import KAN
 from .prune import prune
+
+
+class DemoResult(NamedTuple):
+    model: Any
+    data: tuple
+    stages: list[tuple[str, float]]
+    formula: Any  # symbolic.Formula, or None without the symbolic step
 
 
 def hellokan_target(x: jax.Array) -> jax.Array:
@@ -46,9 +54,9 @@ def rmse(model, data) -> float:
 
 def run(steps: int = 50, seed: int = 0, progress: bool = True, verbose: bool = True, *,
         model_seed: int = 2, lamb: float = 3e-3, symbolic_steps: int = 10, symbolic: bool = True):
-    """Run the workflow; returns the final model, the datasets and a list of (stage, test RMSE).
-    With ``symbolic`` the last stage is ("formula", test RMSE of the formula) and the formula is
-    printed; ``run.last_formula`` holds the :class:`symbolic.Formula`."""
+    """Run the workflow; returns a :class:`DemoResult`: the final model, the datasets, a list of
+    (stage, test RMSE) and, with ``symbolic``, the :class:`symbolic.Formula` (also printed; its test
+    RMSE is the last stage, "formula")."""
     start = time.perf_counter()
     train, test = make_dataset(hellokan_target, 2, seed=seed)
     model = KAN([2, 5, 1], grid_size=3, order=3, key=jax.random.PRNGKey(model_seed))
@@ -73,7 +81,7 @@ def run(steps: int = 50, seed: int = 0, progress: bool = True, verbose: bool = T
     model, _ = fit(model, train, steps=steps, optimizer="lbfgs", progress=progress)
     report("refine G=10 + retrain")
     if not symbolic:
-        return model, (train, test), stages
+        return DemoResult(model, (train, test), stages, None)
     from symbolic import auto_symbolic, extract_formula  # entry point on top of kan and symbolic
 
     model, records = auto_symbolic(model, train[0])
@@ -84,10 +92,9 @@ def run(steps: int = 50, seed: int = 0, progress: bool = True, verbose: bool = T
     model, _ = fit(model, train, steps=symbolic_steps, optimizer="lbfgs", update_grid=False, progress=progress)
     report("auto_symbolic + retrain")
     formula = extract_formula(model, train, test)[0]
-    run.last_formula = formula
     stages.append(("formula", formula.rmse))
     if verbose:
         print(f"formula: {formula}")
         print(f"formula test RMSE {formula.rmse:.3e}   network test RMSE {formula.network_rmse:.3e}   "
               f"({time.perf_counter() - start:5.1f} s)")
-    return model, (train, test), stages
+    return DemoResult(model, (train, test), stages, formula)
