@@ -7,7 +7,7 @@ from .io import load, read_header, save
 from .group_layer import GroupKANLayer
 from .layer import KANLayer
 from .model import KAN, MLP
-from .prune import prune, prune_edges, prune_nodes
+from .prune import drop_disconnected_nodes, prune, prune_edges, prune_nodes
 from .plot import plot, plot_edge
 from .selectable_layer import (SelectableKANLayer, SelectedKANLayer, Selection, anneal_temperature,
                                 fit_selectable, plot_selection, set_temperature)
@@ -28,6 +28,7 @@ __all__ = [
     "MLP",
     "attribution_scores",
     "check_data",
+    "drop_disconnected_nodes",
     "fit",
     "load",
     "mse",

@@ -69,9 +69,7 @@ def run(steps: int = 50, seed: int = 0, progress: bool = True, verbose: bool = T
 
     model, _ = fit(model, train, steps=steps, optimizer="lbfgs", lamb=lamb, progress=progress)
     report("train [2,5,1] G=3 with reg")
-    # A second pass removes hidden nodes whose edges the first pass masked (their node score was
-    # just above node_th while every edge was below edge_th).
-    model = prune(prune(model, train[0]), train[0])
+    model = prune(model, train[0])
     if verbose:
         print(f"pruned widths: {model.widths}")
     model, _ = fit(model, train, steps=steps, optimizer="lbfgs", progress=progress)

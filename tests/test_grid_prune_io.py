@@ -103,3 +103,17 @@ def test_save_load_round_trip(tmp_path):
     np.testing.assert_array_equal(np.asarray(loaded(x)), np.asarray(model(x)))
     with pytest.raises(ValueError, match="skeleton"):
         load(path, KAN([3, 5, 2], key=jax.random.PRNGKey(0)))
+
+
+def test_prune_drops_hidden_nodes_left_with_only_masked_edges():
+    model = KAN([2, 3, 1], key=jax.random.PRNGKey(0))
+    first, last = model.layers
+    # Hidden node 2 keeps a strong incoming edge but its only outgoing edge is weak: edge pruning masks
+    # that edge, after which the node carries nothing and must go too.
+    last = eqx.tree_at(lambda l: (l.spline_weight, l.base_weight), last,
+                       (last.spline_weight.at[0, 2].multiply(1e-3), last.base_weight.at[0, 2].multiply(1e-3)))
+    model = eqx.tree_at(lambda m: m.layers, model, (first, last))
+    x = jax.random.uniform(jax.random.PRNGKey(1), (200, 2), minval=-1, maxval=1)
+    pruned = prune(model, x, node_th=1e-6)  # node threshold too low to remove node 2 by its score
+    assert pruned.widths == (2, 2, 1)
+    np.testing.assert_allclose(np.asarray(pruned(x)), np.asarray(model(x)), atol=5e-3)
