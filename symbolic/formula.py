@@ -161,6 +161,12 @@ def extract_formula(
             result = snap_constants(expr, variables, (x, y[:, o]), (vx, vy[:, o]), rtol=rtol, atol=atol)
             expr, before = result.expr, result.rmse_before
         expr = simplify(expr)
+        if snap and expr.atoms(sp.Float):
+            # Simplification can merge snapped and unsnapped parts into new floats
+            # (exp(1.1447) -> 3.14159): give those one more snapping pass.
+            again = snap_constants(expr, variables, (x, y[:, o]), (vx, vy[:, o]), rtol=rtol, atol=atol)
+            if again.snapped:
+                expr = simplify(again.expr)
         formula = Formula(expr, variables, network_rmse=_rmse(net[:, o], vy[:, o]), rmse_before_snapping=before)
         formula.rmse = _rmse(formula.evaluate_numpy(vx), vy[:, o])
         formulas.append(formula)
