@@ -15,7 +15,9 @@ Run: ``python -m benchmarks.feynman [--only I.16.6,II.2.42] [--steps 40]``; writ
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import csv
+import multiprocessing
 import dataclasses
 import time
 from pathlib import Path
@@ -126,6 +128,38 @@ def run_equation(eq: Equation, steps: int = 20, lamb: float = 1e-4, seeds: Seque
             "seconds": time.perf_counter() - start}
 
 
+def _limit_memory(gigabytes: float) -> None:
+    import resource
+
+    limit = int(gigabytes * 2**30)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def _error_row(eq: Equation, err: BaseException) -> dict:
+    return {"equation": eq.name, "truth": eq.expr, "recovered": f"error: {type(err).__name__}: {err}",
+            "exact": False, "formula_rmse": float("nan"), "network_rmse": float("nan"), "edges": "",
+            "widths": str(eq.widths), "seconds": float("nan")}
+
+
+def _run_isolated(eq: Equation, steps: int, lamb: float, seeds: Sequence[int], memory_gb: float,
+                  timeout: float) -> dict:
+    """``run_equation`` in a fresh process with an address-space limit and a time limit, so that one
+    equation whose formula blows up (sympy on a pathological expression can take tens of GB) counts
+    as not recovered instead of taking the machine down."""
+    ctx = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx, initializer=_limit_memory,
+                                                initargs=(memory_gb,)) as pool:
+        future = pool.submit(run_equation, eq, steps, lamb, tuple(seeds))
+        try:
+            return future.result(timeout=timeout)
+        except concurrent.futures.TimeoutError as err:
+            for proc in pool._processes.values():  # the executor cannot cancel a running task
+                proc.kill()
+            return _error_row(eq, err)
+        except Exception as err:  # MemoryError, a dead worker or any failure: not recovered
+            return _error_row(eq, err)
+
+
 def write_results(rows: Sequence[dict], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "feynman_results.csv", "w", newline="") as f:
@@ -149,18 +183,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--lamb", type=float, default=1e-4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=".")
+    parser.add_argument("--memory-gb", type=float, default=8.0, help="address-space limit per equation")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds per equation")
     args = parser.parse_args(argv)
     chosen = [e for e in EQUATIONS if not args.only or e.name in args.only.split(",")]
     if not chosen:
         raise ValueError(f"no equation named {args.only!r}; known: {[e.name for e in EQUATIONS]}")
     rows = []
     for eq in chosen:
-        try:
-            row = run_equation(eq, args.steps, args.lamb, (args.seed, args.seed + 1))
-        except Exception as err:  # one failing equation must not stop the benchmark; it counts as not recovered
-            row = {"equation": eq.name, "truth": eq.expr, "recovered": f"error: {type(err).__name__}: {err}",
-                   "exact": False, "formula_rmse": float("nan"), "network_rmse": float("nan"), "edges": "",
-                   "widths": str(eq.widths), "seconds": float("nan")}
+        row = _run_isolated(eq, args.steps, args.lamb, (args.seed, args.seed + 1), args.memory_gb, args.timeout)
         rows.append(row)
         print(f"{row['equation']:<10s} exact={row['exact']!s:<5s} rmse={row['formula_rmse']:.2e} "
               f"net={row['network_rmse']:.2e} {row['seconds']:5.1f}s  {row['recovered']}", flush=True)
