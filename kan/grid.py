@@ -18,7 +18,6 @@ from .layer import KANLayer
 
 
 _features = eqx.filter_jit(lambda basis, x: basis(x))
-_apply = eqx.filter_jit(lambda layer, x: layer(x))
 
 
 def _check_samples(x: Array, d: int, who: str) -> np.ndarray:
@@ -63,7 +62,7 @@ def update_grid(model, x: Float[Array, "n in"], grid_eps: float = 0.02):
     for layer in model.layers:
         new_layer = update_layer_grid(layer, h, grid_eps) if isinstance(layer, KANLayer) else layer
         layers.append(new_layer)
-        h = _apply(new_layer, h)
+        h = new_layer(h)
     return eqx.tree_at(lambda m: m.layers, model, tuple(layers))
 
 
@@ -97,5 +96,5 @@ def refine(model, grid_size: int, x: Float[Array, "n in"] | None = None, grid_ep
         new_layer = refit_basis(layer, new_basis, samples)
         layers.append(new_layer)
         if h is not None:
-            h = _apply(new_layer, h)
+            h = new_layer(h)
     return eqx.tree_at(lambda m: m.layers, model, tuple(layers))
