@@ -124,9 +124,8 @@ def _evaluate(loss_fn, params, static, x, y):
 
 
 def _has_grid(model: Any) -> bool:
-    return hasattr(model, "layers") and any(
-        getattr(getattr(layer, "basis", None), "update_grid", None) is not None
-        and hasattr(layer.basis, "grid") for layer in model.layers)
+    """Whether any layer's basis has a data-adaptable grid (every Basis has ``update_grid``)."""
+    return any(hasattr(getattr(layer, "basis", None), "grid") for layer in getattr(model, "layers", ()))
 
 
 def fit(
