@@ -60,6 +60,7 @@ class KANLayer(eqx.Module):
         base_activation: Optional[Callable[[Array], Array]] = jax.nn.silu,
         use_bias: bool = True,
         init_scale: float = 1.0,
+        spline_share: float = 0.5,
     ):
         if in_features < 1 or out_features < 1:
             raise ValueError(f"KANLayer: in_features and out_features must be >= 1, got "
@@ -73,13 +74,15 @@ class KANLayer(eqx.Module):
         self.basis = basis
         self.base_activation = base_activation
         key_spline, key_base = jax.random.split(key)
-        basis_share = 0.5 if base_activation is not None else 1.0
+        if not 0.0 < spline_share <= 1.0:
+            raise ValueError(f"KANLayer: spline_share must be in (0, 1], got {spline_share}")
+        basis_share = spline_share if base_activation is not None else 1.0
         trace = float(jnp.sum(basis.gaussian_second_moment_trace()))
         spline_std = init_scale * np.sqrt(basis_share / max(trace, 1e-12))
         shape = (out_features, in_features, basis.num_functions)
         self.spline_weight = spline_std * jax.random.normal(key_spline, shape)
         if base_activation is not None:
-            base_std = init_scale * np.sqrt(0.5 / (in_features * _activation_second_moment(base_activation)))
+            base_std = init_scale * np.sqrt((1.0 - basis_share) / (in_features * _activation_second_moment(base_activation)))
             self.base_weight = base_std * jax.random.normal(key_base, (out_features, in_features))
         else:
             self.base_weight = None

@@ -42,13 +42,15 @@ class KAN(eqx.Module):
         grid_range: tuple[float, float] = (-1.0, 1.0),
         base_activation: Optional[Callable[[Array], Array]] = jax.nn.silu,
         init_scale: float = 1.0,
+        spline_share: float = 0.5,
     ):
         widths = _check_widths(widths, "KAN")
         if basis_factory is None:
             basis_factory = lambda d: BSpline(d, grid_size, order, grid_range)
         keys = jax.random.split(key, len(widths) - 1)
         self.layers = tuple(
-            KANLayer(i, o, basis_factory(i), key=k, base_activation=base_activation, init_scale=init_scale)
+            KANLayer(i, o, basis_factory(i), key=k, base_activation=base_activation, init_scale=init_scale,
+                     spline_share=spline_share)
             for i, o, k in zip(widths[:-1], widths[1:], keys)
         )
 

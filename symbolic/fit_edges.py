@@ -18,7 +18,7 @@ one extra unit of complexity has to buy a ``10**complexity_weight``-fold reducti
 variance. ``noise_floor`` (1e-6) caps the credit for fits better than a trained edge's accuracy;
 raising it to 1e-4 stops ``sin(a x + b)`` from out-scoring simpler fits of imperfect edges but makes
 equal-complexity look-alikes on narrow ranges tie (``1/x`` then beats ``exp`` on [0.5, 2]), so it
-stays a parameter. Candidates within ``margin`` of the best score count as ties and the first in library order
+stays a parameter. Candidates within ``margin`` of the best score (and fitting at most 10x worse) count as ties and the first in library order
 wins (so ``x^2`` beats ``cos`` of a tiny argument, which imitates a parabola).
 """
 
@@ -208,7 +208,12 @@ def scores(fits: CurveFits, complexity_weight: float = 1.0, noise_floor: float =
 def choose(fits: CurveFits, complexity_weight: float = 1.0, noise_floor: float = 1e-6,
            margin: float = 0.5) -> np.ndarray:
     """Index (E,) of the chosen candidate per curve: the first in library order among those whose
-    score is within ``margin`` of the best."""
+    score is within ``margin`` of the best and whose fit is at most 10x worse (unexplained variance)."""
     sc = scores(fits, complexity_weight, noise_floor)
-    best = np.min(sc, axis=1, keepdims=True)
-    return np.argmax(sc <= best + margin, axis=1)
+    best = np.argmin(sc, axis=1)
+    quality = np.log10(np.clip(1.0 - fits.r2, 0.0, None) + noise_floor)
+    rows = np.arange(sc.shape[0])
+    # A tie must also fit nearly as well (at most 10x the unexplained variance of the best-scoring
+    # candidate): otherwise a poor fit of a curved edge lets "0" (score 0) win the tie.
+    tie = (sc <= sc[rows, best][:, None] + margin) & (quality <= quality[rows, best][:, None] + 1.0)
+    return np.argmax(tie, axis=1)

@@ -38,9 +38,51 @@ def edge_expression(name: str, affine: Sequence[float], arg: sp.Expr, digits: in
 def canonicalize(expr: sp.Expr) -> sp.Expr:
     """Expand products and integer powers everywhere (inside function arguments too) without
     splitting ``exp(a + b)`` or logs, so that degenerate parameter combinations such as
-    ``c (a x + b)^2`` become independent coefficients of ``x^2``, ``x`` and 1."""
-    return sp.expand(expr, deep=True, power_exp=False, power_base=False, log=False, mul=True,
-                     multinomial=True, basic=True)
+    ``c (a x + b)^2`` become independent coefficients of ``x^2``, ``x`` and 1; then
+    :func:`pull_scales` removes the remaining redundant scale factors."""
+    expanded = sp.expand(expr, deep=True, power_exp=False, power_base=False, log=False, mul=True,
+                         multinomial=True, basic=True)
+    return pull_scales(expanded)
+
+
+def _scale_of(total: sp.Add) -> Optional[sp.Expr]:
+    """The positive number by which to divide a sum so that its constant term (else its first
+    term's coefficient) becomes +-1; None when that is 1 already or the sum has no number to use."""
+    const, rest = total.as_coeff_Add()
+    k = const if const != 0 else rest.as_ordered_terms()[0].as_coeff_Mul()[0]
+    if not k.is_number or k == 0 or abs(k) == 1:
+        return None
+    return abs(k)
+
+
+def _divided(total: sp.Add, k: sp.Expr) -> sp.Expr:
+    """``total / k`` expanded, with the term that became +-1.0 made exact (no longer a constant)."""
+    return sp.expand(total / k).xreplace({sp.Float(1.0): sp.Integer(1), sp.Float(-1.0): sp.Integer(-1)})
+
+
+def pull_scales(expr: sp.Expr) -> sp.Expr:
+    """Move scale factors out of functions where they are redundant with an outer constant, bottom
+    up: ``(k u)^p -> k^p u^p`` for a sum ``u`` and any power but a positive integer,
+    ``log(k u) -> log k + log u`` and ``exp(c + u) -> e^c exp(u)``. A formula such as
+    ``c sqrt(k a^2 + k b^2 + k)`` has one free constant, not two; after this it has one
+    (``c sqrt(k) sqrt(a^2 + b^2 + 1)`` collapses to a single number), so constant snapping and
+    refitting see no degenerate directions."""
+    if expr.is_Atom or not expr.args:
+        return expr
+    expr = expr.func(*[pull_scales(a) for a in expr.args])
+    if expr.is_Pow and expr.base.is_Add and not (expr.exp.is_Integer and expr.exp > 0):
+        k = _scale_of(expr.base)
+        if k is not None:
+            return k**expr.exp * _divided(expr.base, k) ** expr.exp
+    elif isinstance(expr, sp.log) and expr.args[0].is_Add:
+        k = _scale_of(expr.args[0])
+        if k is not None:
+            return sp.log(k) + sp.log(_divided(expr.args[0], k))
+    elif isinstance(expr, sp.exp) and expr.args[0].is_Add:
+        const, rest = expr.args[0].as_coeff_Add()
+        if const != 0:
+            return sp.exp(const) * sp.exp(rest)
+    return expr
 
 
 def model_expressions(model: Any, variables: Optional[Sequence[sp.Symbol]] = None,
@@ -126,11 +168,15 @@ def _rmse(pred, y) -> float:
 
 
 def simplify(expr: sp.Expr) -> sp.Expr:
-    """``sympy.simplify`` for expressions small enough to simplify quickly, else ``expand``-level
-    clean-up only."""
+    """``sympy.simplify`` for expressions small enough to simplify quickly (also of the form
+    rewritten in exponentials when it holds hyperbolic functions; the shorter result is kept), else
+    ``expand``-level clean-up only."""
     expr = canonicalize(expr)
     if sp.count_ops(expr) <= _SIMPLIFY_MAX_OPS:
-        expr = sp.simplify(expr)
+        options = [sp.simplify(expr)]
+        if expr.has(sp.tanh, sp.sinh, sp.cosh, sp.atanh):  # e.g. 1/2 - tanh(log(x)/2)/2 = 1/(1 + x)
+            options.append(sp.simplify(expr.rewrite(sp.exp)))
+        expr = min(options, key=sp.count_ops)
     return expr
 
 
@@ -164,7 +210,7 @@ def extract_formula(
         if snap and expr.atoms(sp.Float):
             # Simplification can merge snapped and unsnapped parts into new floats
             # (exp(1.1447) -> 3.14159): give those one more snapping pass.
-            again = snap_constants(expr, variables, (x, y[:, o]), (vx, vy[:, o]), rtol=rtol, atol=atol)
+            again = snap_constants(canonicalize(expr), variables, (x, y[:, o]), (vx, vy[:, o]), rtol=rtol, atol=atol)
             if again.snapped:
                 expr = simplify(again.expr)
         formula = Formula(expr, variables, network_rmse=_rmse(net[:, o], vy[:, o]), rmse_before_snapping=before)

@@ -45,32 +45,48 @@ def select_by_formula(
     val_data: Optional[tuple[Any, Any]] = None,
     *,
     factor: float = 2.0,
+    passes: int = 3,
     variables: Optional[Sequence[sp.Symbol]] = None,
 ) -> tuple[Any, list[SnapRecord]]:
-    """Greedy pass over the snapped edges (in ``records`` order): swap an edge to one of its
-    alternatives when the refitted formula's validation RMSE improves by ``factor``. Returns the
-    model (with the swapped symbolic edges) and the records of the swaps made."""
+    """Coordinate search over the snapped edges (in ``records`` order): swap an edge to one of its
+    alternatives when the refitted formula's validation RMSE improves by ``factor``; repeated for up
+    to ``passes`` sweeps while a sweep still swaps something (a swap of one edge can make another
+    edge's alternative pay off). Returns the model (with the swapped symbolic edges) and the records
+    of the swaps made, in order."""
     x, y = (np.asarray(a, np.float64) for a in data)
     vx, vy = (x, y) if val_data is None else (np.asarray(a, np.float64) for a in val_data)
     if factor < 1.0:
         raise ValueError(f"select_by_formula: factor must be >= 1, got {factor}")
+    if passes < 1:
+        raise ValueError(f"select_by_formula: passes must be >= 1, got {passes}")
     variables = default_variables(model.widths[0]) if variables is None else tuple(variables)
     train, val = (x, y.reshape(len(y), -1)), (vx, vy.reshape(len(vy), -1))
     current = _score(model, variables, train, val)
+    chosen = {(r.layer, r.out, r.inp): r.name for r in records if r.snapped}
     swaps = []
-    for rec in records:
-        if not rec.snapped:
-            continue
-        best = None
-        for name, r2, affine in rec.alternatives:
-            trial = _swap(model, rec.layer, rec.out, rec.inp, name, affine)
-            try:
-                score = _score(trial, variables, train, val)
-            except (ValueError, TypeError, ZeroDivisionError, OverflowError):
+    for _ in range(passes):
+        swapped = False
+        for rec in records:
+            if not rec.snapped:
                 continue
-            if score * factor < current and (best is None or score < best[0]):
-                best = (score, trial, SnapRecord(rec.layer, rec.out, rec.inp, name, r2, tuple(affine), True))
-        if best is not None:
-            current, model = best[0], best[1]
-            swaps.append(best[2])
+            edge = (rec.layer, rec.out, rec.inp)
+            options = [(rec.name, rec.r2, rec.affine)] + list(rec.alternatives)
+            best = None
+            for name, r2, affine in options:
+                if name == chosen[edge]:
+                    continue
+                trial = _swap(model, rec.layer, rec.out, rec.inp, name, affine)
+                try:
+                    score = _score(trial, variables, train, val)
+                except (ValueError, TypeError, ZeroDivisionError, OverflowError):
+                    continue
+                if score * factor < current and (best is None or score < best[0]):
+                    best = (score, trial, SnapRecord(rec.layer, rec.out, rec.inp, name, r2, tuple(affine), True))
+            if best is not None:
+                current, model = best[0], best[1]
+                chosen[edge] = best[2].name
+                swaps.append(best[2])
+                swapped = True
+        if not swapped:
+            break
     return model, swaps
