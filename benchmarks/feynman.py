@@ -71,6 +71,14 @@ EQUATIONS: list[Equation] = [
 ]
 
 
+# Smooth starting edges (mostly the SiLU residual, as in pykan's init): with the default even split
+# a [2, 1, 1] KAN on (a + b)/(1 + ab) lands at RMSE ~0.37 from seeds 0 and 1, with 0.1 at ~3e-3.
+SPLINE_SHARE = 0.1
+# Grid extension after pruning (pykan's refine): on the same problem the inner edges then fit arctanh
+# with R^2 = 1 - 5e-8 (at G = 5 tan wins the complexity trade-off with R^2 = 1 - 9e-5).
+REFINED_GRID = 20
+
+
 def _symbols(eq: Equation) -> tuple[sp.Symbol, ...]:
     return tuple(sp.Symbol(v, real=True, positive=True if lo > 0 else None) for v, (lo, _) in eq.ranges.items())
 
@@ -97,7 +105,7 @@ def train_networks(eq: Equation, train, val, steps: int, lamb: float, seeds: Seq
     with Adam too), so restarts are cheap insurance; all starts share one compilation."""
     fitted = []
     for seed in seeds:
-        model = kan.KAN(eq.widths, grid_size=5, key=jax.random.PRNGKey(seed))
+        model = kan.KAN(eq.widths, grid_size=5, key=jax.random.PRNGKey(seed), spline_share=SPLINE_SHARE)
         model, _ = kan.fit(model, train, steps=steps, optimizer="lbfgs", lamb=lamb, progress=False)
         rmse = _rmse(model, val)
         fitted.append((rmse if np.isfinite(rmse) else np.inf, seed, model))
@@ -109,6 +117,7 @@ def _pipeline(model, train, val, syms, steps: int):
     """prune -> refit -> auto_symbolic -> refit -> swap look-alike edges by formula fit
     (``symbolic.select_by_formula``) -> formula."""
     model = kan.prune(model, train[0])
+    model = kan.refine(model, REFINED_GRID, train[0])
     model, _ = kan.fit(model, train, steps=steps // 2, optimizer="lbfgs", progress=False)
     records = []
     for layer in range(len(model.layers)):

@@ -38,6 +38,9 @@ class KANLayer(eqx.Module):
 
     Variance-preserving init: under x ~ N(0, 1) the residual and basis parts each contribute half of
     the output variance, ``Var[w_base] = 1 / (2 in E[b(x)^2])`` and ``Var[W] = 1 / (2 sum_d tr E[F F^T])``.
+    ``spline_share`` (default 1/2) moves that split: a small share (0.1) starts every edge close to a
+    scaled SiLU, like pykan's init, which trains small symbolic-regression KANs more reliably; the
+    even split keeps deep stacks stable (a SiLU-dominated 32-layer stack drifts ~17x).
     """
 
     basis: Basis

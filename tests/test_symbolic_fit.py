@@ -69,6 +69,17 @@ def test_sine_is_not_snapped_to_zero():
     assert fits.names[symbolic.choose(fits)[0]] == "sin"
 
 
+def test_poorly_fitted_curved_edge_is_not_snapped_to_zero():
+    # Every candidate fits a curve only roughly (R^2 ~0.99, as for the hidden edge of a chain of
+    # single nodes); "0" is within the score margin of them but explains nothing.
+    x = np.linspace(0.0, 3.0, 64)
+    fits = symbolic.fit_curves(x[None], (x**2 + 0.25 * np.sin(9 * x))[None], ["0", "x^2"])
+    assert 0.99 < fits.r2[0, 1] < 0.999
+    sc = symbolic.scores(fits)[0]
+    assert sc[1] < sc[0] < sc[1] + 0.5  # "0" is within the tie margin by score alone
+    assert fits.names[symbolic.choose(fits)[0]] == "x^2"
+
+
 def test_constant_dead_and_noisy_curves():
     x = np.linspace(-1, 1, 64)
     rng = np.random.default_rng(0)

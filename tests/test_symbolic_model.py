@@ -159,3 +159,29 @@ def test_select_by_formula_swaps_a_look_alike_edge():
     assert swapped.layers[0].symbolic.names[0][1] == "x^2"
     (formula,) = symbolic.extract_formula(swapped, train, val)
     assert sp.simplify(formula.expr - sp.exp(sp.sin(sp.pi * X1) + X2**2)) == 0
+
+
+def test_canonicalize_pulls_redundant_scales_out_of_functions():
+    a, b = X1, X2
+    k = sp.Float(15.0)
+    expr = sp.Float(0.3) * sp.sqrt(k * a**2 + sp.Float(14.0) * b**2 + k) + sp.log(sp.Float(3.0) * a + sp.Float(6.0))
+    expr = expr + sp.exp(sp.Float(0.5) + b) / (sp.Float(2.0) + sp.Float(4.0) * a)
+    canon = symbolic.canonicalize(expr)
+    # sqrt(15 a^2 + 14 b^2 + 15) keeps one inner float, log and 1/(2 + 4a) one each, and the
+    # constants in front merge: 9 floats before, 5 after (0.3 sqrt(15), a^2: none, b^2: 14/15, log: 0.5 and
+    # log 6, exp: e^0.5 / 2, 1/(.): 2).
+    assert len(canon.atoms(sp.Float)) < len(expr.atoms(sp.Float))
+    assert all(f != 15.0 for f in canon.atoms(sp.Float))
+    point = {a: 0.7, b: -0.4}
+    assert float(canon.subs(point)) == pytest.approx(float(expr.subs(point)), rel=1e-12)
+
+
+def test_constant_snapping_through_a_redundant_scale():
+    # c sqrt(k (a^2 + b^2 + 1)) with c = 1/sqrt(k): only the product is determined by data; the
+    # formula must still come out exact.
+    x = jax.random.uniform(jax.random.PRNGKey(3), (300, 2), minval=-1, maxval=1)
+    y = jnp.sqrt(1 + x[:, 0] ** 2 + x[:, 1] ** 2)
+    k = sp.Float(15.0)
+    expr = sp.Float(1 / np.sqrt(15.0)) * sp.sqrt(k * X1**2 + k * X2**2 + k)
+    result = symbolic.snap_constants(symbolic.canonicalize(expr), (X1, X2), (np.asarray(x), np.asarray(y)))
+    assert sp.simplify(result.expr - sp.sqrt(X1**2 + X2**2 + 1)) == 0

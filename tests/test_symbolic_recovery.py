@@ -1,8 +1,6 @@
 """End-to-end exact recovery from data: fit a small KAN -> auto_symbolic -> refit -> formula with
 constant snapping, compared with the truth by ``sympy.simplify(recovered - truth) == 0``."""
 
-import os
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,13 +15,16 @@ PA, PB = sp.Symbol("x_1", positive=True), sp.Symbol("x_2", positive=True)
 
 
 def _recover(fn, lo, hi, widths, variables, library=None, seed=0, steps=10, prune=False, lamb=0.0,
-             update_grid=False):
+             update_grid=False, spline_share=0.5, refine=None):
     x = jax.random.uniform(jax.random.PRNGKey(100), (500, 2), minval=lo, maxval=hi)
     xv = jax.random.uniform(jax.random.PRNGKey(101), (500, 2), minval=lo, maxval=hi)
     train, val = (x, fn(x)), (xv, fn(xv))
-    model = kan.KAN(widths, grid_size=5, key=jax.random.PRNGKey(seed))
+    model = kan.KAN(widths, grid_size=5, key=jax.random.PRNGKey(seed), spline_share=spline_share)
     model, _ = kan.fit(model, train, steps=steps, optimizer="lbfgs", lamb=lamb, progress=False,
                        update_grid=update_grid)
+    if refine is not None:
+        model = kan.refine(model, refine, x)
+        model, _ = kan.fit(model, train, steps=steps, optimizer="lbfgs", progress=False, update_grid=False)
     if prune:
         model = kan.prune(model, x)
         model, _ = kan.fit(model, train, steps=steps, optimizer="lbfgs", progress=False, update_grid=False)
@@ -34,12 +35,9 @@ def _recover(fn, lo, hi, widths, variables, library=None, seed=0, steps=10, prun
     return formula
 
 
-# The known failure (see its xfail reason) costs ~30 s: run it with KAN_SLOW_TESTS=1.
-slow = pytest.mark.skipif(not os.environ.get("KAN_SLOW_TESTS"), reason="slow; set KAN_SLOW_TESTS=1")
-
-
 def _exact(formula, truth):
-    return sp.simplify(formula.expr - truth) == 0
+    diff = formula.expr - truth
+    return sp.simplify(diff) == 0 or sp.simplify(diff.rewrite(sp.exp)) == 0
 
 
 def test_hellokan_formula():
@@ -67,12 +65,12 @@ def test_product_through_squares():
     assert _exact(f, A * B), f.expr
 
 
-@slow
-@pytest.mark.xfail(reason="a [2, 1, 1] KAN trained from scratch lands in tanh(4/3 (u + v)) (network "
-                          "RMSE ~0.07) instead of the arctanh decomposition; open item", strict=False)
 def test_relativistic_velocity_addition():
-    lib = ["0", "x", "x^2", "arctanh", "tanh", "sin", "exp"]
+    """(u + v)/(1 + uv) = tanh(arctanh u + arctanh v). Needs smooth starting edges (spline_share
+    0.1: with the default even split seed 0 lands at RMSE ~0.37) and grid extension to G = 20 (at
+    G = 5 the inner edges fit tan slightly worse than arctanh but win on complexity)."""
+    lib = ["0", "x", "x^2", "arctanh", "tanh", "tan", "sin", "exp"]
     f = _recover(lambda x: (x[:, :1] + x[:, 1:]) / (1 + x[:, :1] * x[:, 1:]), -0.9, 0.9, [2, 1, 1], (A, B),
-                 library=lib, seed=0, steps=15)
+                 library=lib, seed=0, steps=15, spline_share=0.1, refine=20)
     truth = (A + B) / (1 + A * B)
     assert _exact(f, truth) or _exact(f, sp.tanh(sp.atanh(A) + sp.atanh(B))), f.expr
