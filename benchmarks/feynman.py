@@ -1,10 +1,13 @@
 """Symbolic recovery on equations of the AI Feynman collection (Udrescu & Tegmark 2020), in the
 dimensionless forms used by the KAN paper (Liu et al. 2024, Table 2), with 2-6 variables.
 
-Every equation runs through fit (with the sparsity regulariser) -> prune -> refit -> auto_symbolic -> refit
--> whole-model formula with constant snapping. An equation counts as recovered exactly when
-``sympy.simplify(recovered - truth) == 0``. Two seeds per equation; the formula with the lower
-validation RMSE is kept. The KAN shape per equation is a small hand-chosen
+Every equation runs through fit (with the sparsity regulariser, from 6 random starts) -> for the 2
+best networks: prune -> grid extension to G = 20 -> refit -> snap layer by layer with refits
+(``symbolic.snap_layerwise``) -> swap look-alike edges by whole-formula fit
+(``symbolic.select_by_formula``) -> whole-model formula with constant snapping; the formula with the
+lower validation RMSE is kept. An equation counts as recovered exactly when
+``sympy.simplify(recovered - truth) == 0`` (also tried on the difference rewritten in exponentials),
+after a numeric check on test points. The KAN shape per equation is a small hand-chosen
 shape under which the equation is exactly representable with library functions (e.g. products as
 ``exp(log a + log b)`` on positive ranges, or as differences of squares).
 
@@ -114,19 +117,12 @@ def train_networks(eq: Equation, train, val, steps: int, lamb: float, seeds: Seq
 
 
 def _pipeline(model, train, val, syms, steps: int):
-    """prune -> refit -> auto_symbolic -> refit -> swap look-alike edges by formula fit
+    """prune -> grid extension -> refit -> snap layer by layer with refits -> swap look-alike edges by formula fit
     (``symbolic.select_by_formula``) -> formula."""
     model = kan.prune(model, train[0])
     model = kan.refine(model, REFINED_GRID, train[0])
     model, _ = kan.fit(model, train, steps=steps // 2, optimizer="lbfgs", progress=False)
-    records = []
-    for layer in range(len(model.layers)):
-        # Layer by layer, refitting in between: the later layers then absorb what the snapped ones
-        # got slightly wrong (in a chain of single nodes the split of a function among edges is
-        # not unique, so later edges are only well-defined once the earlier ones are fixed).
-        model, recs = symbolic.auto_symbolic(model, train[0], layers=[layer])
-        records += recs
-        model, _ = kan.fit(model, train, steps=steps // 2, optimizer="lbfgs", progress=False, update_grid=False)
+    model, records = symbolic.snap_layerwise(model, train, refit_steps=steps // 2)
     network_rmse = _rmse(model, val)
     model, _ = symbolic.select_by_formula(model, records, train, val, variables=syms)
     formula = symbolic.extract_formula(model, train, val, variables=syms)[0]

@@ -4,6 +4,7 @@ from .constants import SnapResult, nice_candidates, refit_rmse, snap_constants
 from .fit_edges import CurveFits, choose, fit_curves, normalize_affine, scores
 from .formula import (Formula, canonicalize, default_variables, edge_expression, extract_formula,
                       model_expressions, simplify)
+from .layerwise import snap_layerwise
 from .library import BUILTIN_NAMES, Library, LibraryEntry, add_function, function_names, get_entry
 from .select import select_by_formula
 from .snap import SnapRecord, auto_symbolic, fix_symbolic, symbolic_status, unfix_symbolic
@@ -35,6 +36,7 @@ __all__ = [
     "simplify",
     "refit_rmse",
     "snap_constants",
+    "snap_layerwise",
     "symbolic_status",
     "unfix_symbolic",
 ]

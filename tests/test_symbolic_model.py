@@ -185,3 +185,19 @@ def test_constant_snapping_through_a_redundant_scale():
     expr = sp.Float(1 / np.sqrt(15.0)) * sp.sqrt(k * X1**2 + k * X2**2 + k)
     result = symbolic.snap_constants(symbolic.canonicalize(expr), (X1, X2), (np.asarray(x), np.asarray(y)))
     assert sp.simplify(result.expr - sp.sqrt(X1**2 + X2**2 + 1)) == 0
+
+
+def test_snap_layerwise_snaps_every_layer_in_order_and_refits():
+    x, y = _data(200, 0)
+    model = kan.KAN([2, 1, 1], key=jax.random.PRNGKey(0))
+    model, _ = kan.fit(model, (x, y), steps=3, optimizer="lbfgs", progress=False)
+    lib = ["0", "x", "x^2", "sin", "exp"]
+    snapped, records = symbolic.snap_layerwise(model, (x, y), lib, refit_steps=2)
+    assert [r.layer for r in records] == [0, 0, 1]
+    assert all((s == 2).all() for s in symbolic.symbolic_status(snapped))
+    # the refit after the last layer moved its affine parameters away from the snapped fit
+    assert not np.allclose(np.asarray(snapped.layers[1].symbolic.affine[0, 0]), records[-1].affine)
+    with pytest.raises(ValueError, match="refit_steps"):
+        symbolic.snap_layerwise(model, (x, y), lib, refit_steps=-1)
+    with pytest.raises(TypeError, match="every layer"):
+        symbolic.snap_layerwise(model, (x, y), lib, layers=[0])
