@@ -70,7 +70,10 @@ def select_by_formula(
             if not rec.snapped:
                 continue
             edge = (rec.layer, rec.out, rec.inp)
-            options = [(rec.name, rec.r2, rec.affine)] + list(rec.alternatives)
+            # Look-alikes only: alternatives that fit the edge much worse than the snapped function
+            # (over 100x its unexplained variance, and over 1e-3) are not worth a formula refit.
+            worst = max(100.0 * (1.0 - rec.r2), 1e-3)
+            options = [(rec.name, rec.r2, rec.affine)] + [alt for alt in rec.alternatives if 1.0 - alt[1] <= worst]
             best = None
             for name, r2, affine in options:
                 if name == chosen[edge]:
