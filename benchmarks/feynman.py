@@ -6,8 +6,8 @@ best networks: prune -> grid extension to G = 20 -> refit -> snap layer by layer
 (``symbolic.snap_layerwise``) -> swap look-alike edges by whole-formula fit
 (``symbolic.select_by_formula``) -> whole-model formula with constant snapping; the formula with the
 lower validation RMSE is kept. An equation counts as recovered exactly when
-``sympy.simplify(recovered - truth) == 0`` (also tried on the difference rewritten in exponentials),
-after a numeric check on test points. The KAN shape per equation is a small hand-chosen
+``sympy.simplify(recovered - truth) == 0`` (also tried on the difference rewritten in exponentials
+and with addition theorems expanded), after a numeric check on test points. The KAN shape per equation is a small hand-chosen
 shape under which the equation is exactly representable with library functions (e.g. products as
 ``exp(log a + log b)`` on positive ranges, or as differences of squares).
 
@@ -124,7 +124,7 @@ def _pipeline(model, train, val, syms, steps: int):
     model, _ = kan.fit(model, train, steps=steps // 2, optimizer="lbfgs", progress=False)
     model, records = symbolic.snap_layerwise(model, train, refit_steps=steps // 2)
     network_rmse = _rmse(model, val)
-    model, _ = symbolic.select_by_formula(model, records, train, val, variables=syms)
+    model, _ = symbolic.select_by_formula(model, records, train, val, variables=syms, max_seconds=60.0)
     formula = symbolic.extract_formula(model, train, val, variables=syms)[0]
     formula.network_rmse = network_rmse  # the refitted network's, before any formula-level swap
     return model, records, formula
@@ -132,7 +132,8 @@ def _pipeline(model, train, val, syms, steps: int):
 
 def is_exact(expr: sp.Expr, truth: sp.Expr, x: np.ndarray, syms: Sequence[sp.Symbol]) -> bool:
     """``simplify(expr - truth) == 0``, also tried on the difference rewritten in exponentials
-    (sympy does not simplify ``tanh(log(x))`` otherwise). A numeric check on the points ``x`` comes
+    (sympy does not simplify ``tanh(log(x))`` otherwise) and with addition theorems expanded
+    (``tanh(atanh a + atanh b)``). A numeric check on the points ``x`` comes
     first: a difference that is not ~0 there cannot simplify to 0, and sympy can take hours to
     simplify a large wrong formula."""
     diff = expr - truth
@@ -142,7 +143,8 @@ def is_exact(expr: sp.Expr, truth: sp.Expr, x: np.ndarray, syms: Sequence[sp.Sym
     if not np.all(np.abs(gap) <= 1e-6 * (1.0 + np.abs(scale))):
         return False
     try:
-        return any(sp.simplify(form) == 0 for form in (diff, diff.rewrite(sp.exp)))
+        return any(sp.simplify(form()) == 0 for form in (lambda: diff, lambda: diff.rewrite(sp.exp),
+                                                           lambda: sp.expand_trig(diff)))
     except Exception:  # sympy can fail on odd expressions; count as not recovered
         return False
 
@@ -229,20 +231,27 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--starts", type=int, default=6, help="random starts of the first fit")
     parser.add_argument("--keep", type=int, default=2, help="best first fits carried through the pipeline")
     parser.add_argument("--out", default=".")
+    parser.add_argument("--jobs", type=int, default=1, help="equations run at the same time")
     parser.add_argument("--memory-gb", type=float, default=8.0, help="address-space limit per equation")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per equation")
     args = parser.parse_args(argv)
     chosen = [e for e in EQUATIONS if not args.only or e.name in args.only.split(",")]
     if not chosen:
         raise ValueError(f"no equation named {args.only!r}; known: {[e.name for e in EQUATIONS]}")
-    rows = []
-    for eq in chosen:
-        seeds = tuple(range(args.seed, args.seed + args.starts))
-        row = _run_isolated(eq, args.steps, args.lamb, seeds, args.keep, args.memory_gb, args.timeout)
-        rows.append(row)
-        print(f"{row['equation']:<10s} exact={row['exact']!s:<5s} rmse={row['formula_rmse']:.2e} "
-              f"net={row['network_rmse']:.2e} {row['seconds']:5.1f}s  {row['recovered']}", flush=True)
-        write_results(rows, Path(args.out))
+    if args.jobs < 1 or args.starts < 1 or not 1 <= args.keep <= args.starts:
+        raise ValueError(f"need jobs >= 1 and 1 <= keep <= starts; got {args.jobs}, {args.keep}, {args.starts}")
+    seeds = tuple(range(args.seed, args.seed + args.starts))
+    rows = {}
+    with concurrent.futures.ThreadPoolExecutor(args.jobs) as threads:  # each equation in its own process
+        futures = {threads.submit(_run_isolated, eq, args.steps, args.lamb, seeds, args.keep, args.memory_gb,
+                                  args.timeout): eq.name for eq in chosen}
+        for future in concurrent.futures.as_completed(futures):
+            row = future.result()
+            rows[row["equation"]] = row
+            print(f"{row['equation']:<10s} exact={row['exact']!s:<5s} rmse={row['formula_rmse']:.2e} "
+                  f"net={row['network_rmse']:.2e} {row['seconds']:5.1f}s  {row['recovered']}", flush=True)
+            write_results([rows[eq.name] for eq in chosen if eq.name in rows], Path(args.out))
+    rows = [rows[eq.name] for eq in chosen]
     print(f"exact recovery: {sum(r['exact'] for r in rows)}/{len(rows)} "
           f"({100 * np.mean([r['exact'] for r in rows]):.0f}%)")
 

@@ -10,6 +10,7 @@ in float64 on the training data and the swap is kept when the validation RMSE dr
 
 from __future__ import annotations
 
+import time
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -47,12 +48,16 @@ def select_by_formula(
     factor: float = 2.0,
     passes: int = 3,
     variables: Optional[Sequence[sp.Symbol]] = None,
+    max_points: Optional[int] = 300,
+    max_seconds: Optional[float] = None,
 ) -> tuple[Any, list[SnapRecord]]:
     """Coordinate search over the snapped edges (in ``records`` order): swap an edge to one of its
     alternatives when the refitted formula's validation RMSE improves by ``factor``; repeated for up
     to ``passes`` sweeps while a sweep still swaps something (a swap of one edge can make another
     edge's alternative pay off). Returns the model (with the swapped symbolic edges) and the records
-    of the swaps made, in order."""
+    of the swaps made, in order. Scores use the first ``max_points`` training and validation
+    points (None: all); the search stops after ``max_seconds`` (None: no limit) with the swaps made
+    so far, since each trial refits a formula whose size grows with the model."""
     x, y = (np.asarray(a, np.float64) for a in data)
     vx, vy = (x, y) if val_data is None else (np.asarray(a, np.float64) for a in val_data)
     if factor < 1.0:
@@ -60,7 +65,10 @@ def select_by_formula(
     if passes < 1:
         raise ValueError(f"select_by_formula: passes must be >= 1, got {passes}")
     variables = default_variables(model.widths[0]) if variables is None else tuple(variables)
-    train, val = (x, y.reshape(len(y), -1)), (vx, vy.reshape(len(vy), -1))
+    keep = slice(None, max_points)
+    train = (x[keep], y.reshape(len(y), -1)[keep])
+    val = (vx[keep], vy.reshape(len(vy), -1)[keep])
+    deadline = None if max_seconds is None else time.perf_counter() + max_seconds
     current = _score(model, variables, train, val)
     chosen = {(r.layer, r.out, r.inp): r.name for r in records if r.snapped}
     swaps = []
@@ -76,6 +84,8 @@ def select_by_formula(
             options = [(rec.name, rec.r2, rec.affine)] + [alt for alt in rec.alternatives if 1.0 - alt[1] <= worst]
             best = None
             for name, r2, affine in options:
+                if deadline is not None and time.perf_counter() > deadline:
+                    return model, swaps
                 if name == chosen[edge]:
                     continue
                 trial = _swap(model, rec.layer, rec.out, rec.inp, name, affine)
