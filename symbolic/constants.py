@@ -1,10 +1,10 @@
 """Refitting and snapping the numeric constants of a formula to nice values.
 
 Every float in the expression becomes a parameter. The parameters are refitted by Levenberg-Marquardt
-(float64 numpy, derivatives from sympy) on the training data; then, greedily, each constant (those
-closest to a nice value first) is fixed to a nice value (0, an integer, a simple fraction p/q with
-q <= 6, k*pi/q or k/(q*pi)), the others are refitted, and the snap is kept only if the RMSE on held-out data
-stays within ``rtol`` (relative) or ``atol`` (absolute) of the unsnapped formula's RMSE.
+(float64 numpy, central-difference derivatives) on the training data; then, greedily, each constant
+(those closest to a nice value first) is fixed to a nice value (0, an integer, a simple fraction p/q
+with q <= 6 and |p| <= 100, k*pi/q, k/(q*pi), k*pi^2/q or k/(q*pi^2) with |k| <= 12), the others are refitted, and
+the snap is kept only if the RMSE on held-out data stays within ``rtol`` (relative) or ``atol`` (absolute) of the unsnapped formula's RMSE.
 """
 
 from __future__ import annotations
@@ -16,24 +16,27 @@ import numpy as np
 import sympy as sp
 
 _MAX_DENOMINATOR = 6
+_MAX_NUMERATOR = 100
+_MAX_PI_NUMERATOR = 12  # k pi^e / q with |k| <= 12: the pi families would otherwise match almost anything
 _PI_DENOMINATORS = (1, 2, 3, 4, 6)
 
 
 def nice_candidates(value: float, max_candidates: int = 3, window: float = 0.1) -> list[sp.Expr]:
-    """Nice values near ``value`` (within ``window * max(|value|, 1)``), nearest first."""
+    """Nice values near ``value`` (within ``window * max(|value|, 1)``), nearest first. Numerators
+    are at most ``_MAX_NUMERATOR`` in size: a large integer is always close to a large float, but
+    it is not a nice constant (``1561*(48723*pi**2*a - 4)/9432877129`` is a refitted float in disguise)."""
     cands: dict[sp.Expr, float] = {sp.Integer(0): abs(value)}
     for q in range(1, _MAX_DENOMINATOR + 1):
-        r = sp.Rational(int(round(value * q)), q)
-        cands.setdefault(r, abs(value - float(r)))
-    for q in _PI_DENOMINATORS:
-        k = int(round(value * q / np.pi))
-        if k != 0:
-            c = sp.Rational(k, q) * sp.pi
-            cands.setdefault(c, abs(value - float(c)))
-        k = int(round(value * q * np.pi))
-        if k != 0:
-            c = sp.Rational(k, q) / sp.pi
-            cands.setdefault(c, abs(value - float(c)))
+        p = int(round(value * q))
+        if abs(p) <= _MAX_NUMERATOR:
+            r = sp.Rational(p, q)
+            cands.setdefault(r, abs(value - float(r)))
+    for factor in (sp.pi, 1 / sp.pi, sp.pi**2, 1 / sp.pi**2):
+        for q in _PI_DENOMINATORS:
+            k = int(round(value * q / float(factor)))
+            if k != 0 and abs(k) <= _MAX_PI_NUMERATOR:
+                c = sp.Rational(k, q) * factor
+                cands.setdefault(c, abs(value - float(c)))
     limit = window * max(abs(value), 1.0)
     near = sorted((dist, sp.count_ops(c), str(c), c) for c, dist in cands.items() if dist <= limit)
     return [c for *_, c in near[:max_candidates]]

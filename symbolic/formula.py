@@ -46,11 +46,16 @@ def canonicalize(expr: sp.Expr) -> sp.Expr:
 
 
 def _scale_of(total: sp.Add) -> Optional[sp.Expr]:
-    """The positive number by which to divide a sum so that its constant term (else its first
-    term's coefficient) becomes +-1; None when that is 1 already or the sum has no number to use."""
-    const, rest = total.as_coeff_Add()
-    k = const if const != 0 else rest.as_ordered_terms()[0].as_coeff_Mul()[0]
-    if not k.is_number or k == 0 or abs(k) == 1:
+    """The positive number by which to divide a sum so that its largest numeric coefficient (the
+    constant term counts as one) becomes +-1; None when that is 1 already. The largest, not e.g. the
+    constant term: ``log(2868 b - 1)`` should become ``log(b - 0.00035)``, whose tiny constant can
+    snap to 0, rather than ``log(2868 b - 1)`` with an integer that merely looks nice."""
+    coeffs = [term.as_coeff_Mul()[0] for term in total.as_ordered_terms()]
+    coeffs = [c for c in coeffs if c.is_number and c != 0]
+    if not coeffs:
+        return None
+    k = max(coeffs, key=lambda c: abs(float(c)))
+    if abs(k) == 1:
         return None
     return abs(k)
 

@@ -122,6 +122,10 @@ def test_nice_candidates():
     assert symbolic.nice_candidates(2e-4)[0] == 0
     assert symbolic.nice_candidates(1.2345, window=0.005) == []
     assert symbolic.nice_candidates(0.0530516)[0] == 1 / (6 * sp.pi)
+    assert symbolic.nice_candidates(9.8696)[0] == sp.pi**2
+    # a large float is near a large integer, which is not a nice constant
+    assert symbolic.nice_candidates(48723.2) == []
+    assert symbolic.nice_candidates(-7.0 + 1e-9)[0] == -7
 
 
 def test_auto_symbolic_snaps_constant_and_dead_edges_without_errors():
