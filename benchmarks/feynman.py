@@ -33,6 +33,7 @@ import sympy as sp
 
 import kan
 import symbolic
+from symbolic.constants import safe_lambdify
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,7 +139,7 @@ def is_exact(expr: sp.Expr, truth: sp.Expr, x: np.ndarray, syms: Sequence[sp.Sym
     simplify a large wrong formula."""
     diff = expr - truth
     with np.errstate(all="ignore"):
-        gap = np.asarray(sp.lambdify(syms, diff, "numpy")(*np.asarray(x, np.float64).T), np.float64)
+        gap = np.asarray(safe_lambdify(syms, diff, "numpy")(*np.asarray(x, np.float64).T), np.float64)
         scale = np.asarray(sp.lambdify(syms, truth, "numpy")(*np.asarray(x, np.float64).T), np.float64)
     if not np.all(np.abs(gap) <= 1e-6 * (1.0 + np.abs(scale))):
         return False

@@ -21,6 +21,12 @@ _MAX_PI_NUMERATOR = 12  # k pi^e / q with |k| <= 12: the pi families would other
 _PI_DENOMINATORS = (1, 2, 3, 4, 6)
 
 
+def safe_lambdify(args, expr: sp.Expr, modules: str):
+    """``sympy.lambdify`` that accepts expressions holding ``zoo`` (complex infinity, e.g. from a
+    dead edge ``1/(0 x + 0)``): sympy's printers raise KeyError on it; it becomes nan instead."""
+    return sp.lambdify(args, expr.xreplace({sp.zoo: sp.nan}), modules)
+
+
 def nice_candidates(value: float, max_candidates: int = 3, window: float = 0.1) -> list[sp.Expr]:
     """Nice values near ``value`` (within ``window * max(|value|, 1)``), nearest first. Numerators
     are at most ``_MAX_NUMERATOR`` in size: a large integer is always close to a large float, but
@@ -66,7 +72,7 @@ class _Problem:
     variables: tuple[sp.Symbol, ...]
 
     def __post_init__(self):
-        self._f = sp.lambdify((self.variables, self.params), self.template, "numpy")
+        self._f = safe_lambdify((self.variables, self.params), self.template, "numpy")
 
     def predict(self, x: np.ndarray, values: np.ndarray) -> np.ndarray:
         cols = [x[:, i] for i in range(x.shape[1])]

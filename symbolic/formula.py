@@ -15,7 +15,7 @@ import numpy as np
 import sympy as sp
 from jaxtyping import Array, Float
 
-from .constants import snap_constants
+from .constants import safe_lambdify, snap_constants
 from .library import get_entry
 
 _SIMPLIFY_MAX_OPS = 120
@@ -131,7 +131,7 @@ class Formula:
     rmse_before_snapping: float = float("nan")
 
     def __post_init__(self):
-        f = sp.lambdify(self.variables, self.expr, modules="jax")
+        f = safe_lambdify(self.variables, self.expr, "jax")
         d = len(self.variables)
 
         def call(x):
@@ -153,7 +153,7 @@ class Formula:
     def evaluate_numpy(self, x: np.ndarray) -> np.ndarray:
         """Float64 numpy evaluation ``(n, d) -> (n,)`` (for accurate RMSEs)."""
         x = np.asarray(x, np.float64)
-        f = sp.lambdify(self.variables, self.expr, "numpy")
+        f = safe_lambdify(self.variables, self.expr, "numpy")
         try:
             with np.errstate(all="ignore"):
                 out = np.asarray(f(*[x[:, i] for i in range(x.shape[1])]), np.float64)

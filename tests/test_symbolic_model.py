@@ -205,3 +205,13 @@ def test_snap_layerwise_snaps_every_layer_in_order_and_refits():
         symbolic.snap_layerwise(model, (x, y), lib, refit_steps=-1)
     with pytest.raises(TypeError, match="every layer"):
         symbolic.snap_layerwise(model, (x, y), lib, layers=[0])
+
+
+def test_formula_with_complex_infinity_evaluates_to_nan_instead_of_crashing():
+    # A dead edge 1/(0 x + 0) gives sympy's zoo, which its printers cannot lambdify.
+    formula = symbolic.Formula(X1 + sp.zoo * X2, (X1, X2))
+    assert np.isnan(formula.evaluate_numpy(np.ones((3, 2)))).all()
+    assert np.isnan(np.asarray(formula(jnp.ones((3, 2))))).all()
+    x = np.random.default_rng(0).uniform(-1, 1, (50, 2))
+    result = symbolic.snap_constants(sp.Float(2.0) * X1 + sp.zoo * X2, (X1, X2), (x, x[:, 0]))
+    assert result.rmse_before == float("inf")
