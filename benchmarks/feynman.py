@@ -110,9 +110,14 @@ def train_networks(eq: Equation, train, val, steps: int, lamb: float, seeds: Seq
     fitted = []
     for seed in seeds:
         model = kan.KAN(eq.widths, grid_size=5, key=jax.random.PRNGKey(seed), spline_share=SPLINE_SHARE)
-        model, _ = kan.fit(model, train, steps=steps, optimizer="lbfgs", lamb=lamb, progress=False)
+        try:
+            model, _ = kan.fit(model, train, steps=steps, optimizer="lbfgs", lamb=lamb, progress=False)
+        except FloatingPointError:  # L-BFGS diverged from this start (seen on I.12.2); try the others
+            continue
         rmse = _rmse(model, val)
         fitted.append((rmse if np.isfinite(rmse) else np.inf, seed, model))
+    if not fitted:
+        raise FloatingPointError(f"{eq.name}: the first fit diverged from every start")
     fitted.sort(key=lambda item: item[:2])
     return [model for *_, model in fitted[:keep]]
 
