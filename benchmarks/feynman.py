@@ -167,10 +167,17 @@ def run_equation(eq: Equation, steps: int = 20, lamb: float = 1e-4, seeds: Seque
     val = tuple(jnp.asarray(a) for a in make_data(eq, 600, 1))
     test = make_data(eq, 1000, 2)
     best = None
+    failure = None
     for model in train_networks(eq, train, val, steps, lamb, seeds, keep):
-        result = _pipeline(model, train, val, syms, steps)
+        try:
+            result = _pipeline(model, train, val, syms, steps)
+        except FloatingPointError as err:  # a later refit diverged (seen on I.12.2); try the next network
+            failure = err
+            continue
         if best is None or result[2].rmse < best[2].rmse:
             best = result
+    if best is None:
+        raise failure
     model, records, formula = best
     test_rmse = float(np.sqrt(np.mean((formula.evaluate_numpy(test[0]) - test[1][:, 0]) ** 2)))
     exact = is_exact(formula.expr, truth, test[0][:200], syms)
