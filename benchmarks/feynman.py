@@ -256,8 +256,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     seeds = tuple(range(args.seed, args.seed + args.starts))
     rows = {}
     with concurrent.futures.ThreadPoolExecutor(args.jobs) as threads:  # each equation in its own process
-        futures = {threads.submit(_run_isolated, eq, args.steps, args.lamb, seeds, args.keep, args.memory_gb,
-                                  args.timeout): eq.name for eq in chosen}
+        futures = [threads.submit(_run_isolated, eq, args.steps, args.lamb, seeds, args.keep, args.memory_gb,
+                                  args.timeout) for eq in chosen]
         for future in concurrent.futures.as_completed(futures):
             row = future.result()
             rows[row["equation"]] = row

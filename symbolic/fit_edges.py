@@ -211,7 +211,7 @@ def choose(fits: CurveFits, complexity_weight: float = 1.0, noise_floor: float =
     score is within ``margin`` of the best and whose fit is at most 10x worse (unexplained variance)."""
     sc = scores(fits, complexity_weight, noise_floor)
     best = np.argmin(sc, axis=1)
-    quality = np.log10(np.clip(1.0 - fits.r2, 0.0, None) + noise_floor)
+    quality = sc - complexity_weight * fits.complexity[None, :]  # the log10 unexplained-variance part
     rows = np.arange(sc.shape[0])
     # A tie must also fit nearly as well (at most 10x the unexplained variance of the best-scoring
     # candidate): otherwise a poor fit of a curved edge lets "0" (score 0) win the tie.

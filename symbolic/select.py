@@ -70,14 +70,13 @@ def select_by_formula(
     val = (vx[keep], vy.reshape(len(vy), -1)[keep])
     deadline = None if max_seconds is None else time.perf_counter() + max_seconds
     current = _score(model, variables, train, val)
-    chosen = {(r.layer, r.out, r.inp): r.name for r in records if r.snapped}
     swaps = []
     for _ in range(passes):
         swapped = False
         for rec in records:
             if not rec.snapped:
                 continue
-            edge = (rec.layer, rec.out, rec.inp)
+            current_name = model.layers[rec.layer].symbolic.names[rec.out][rec.inp]
             # Look-alikes only: alternatives that fit the edge much worse than the snapped function
             # (over 100x its unexplained variance, and over 1e-3) are not worth a formula refit.
             worst = max(100.0 * (1.0 - rec.r2), 1e-3)
@@ -86,7 +85,7 @@ def select_by_formula(
             for name, r2, affine in options:
                 if deadline is not None and time.perf_counter() > deadline:
                     return model, swaps
-                if name == chosen[edge]:
+                if name == current_name:
                     continue
                 trial = _swap(model, rec.layer, rec.out, rec.inp, name, affine)
                 try:
@@ -97,7 +96,6 @@ def select_by_formula(
                     best = (score, trial, SnapRecord(rec.layer, rec.out, rec.inp, name, r2, tuple(affine), True))
             if best is not None:
                 current, model = best[0], best[1]
-                chosen[edge] = best[2].name
                 swaps.append(best[2])
                 swapped = True
         if not swapped:
