@@ -15,6 +15,7 @@ from jaxtyping import Array, Float
 from bases import Basis
 
 from .layer import KANLayer
+from .mult import layer_output_to_nodes
 
 
 _features = eqx.filter_jit(lambda basis, x: basis(x))
@@ -59,10 +60,10 @@ def update_grid(model, x: Float[Array, "n in"], grid_eps: float = 0.02):
     """Update the grid of every layer of a :class:`kan.KAN` from the activations of ``x``."""
     layers = []
     h = jnp.asarray(x)
-    for layer in model.layers:
+    for l, layer in enumerate(model.layers):
         new_layer = update_layer_grid(layer, h, grid_eps) if isinstance(layer, KANLayer) else layer
         layers.append(new_layer)
-        h = new_layer(h)
+        h = layer_output_to_nodes(model, l, new_layer(h))
     return eqx.tree_at(lambda m: m.layers, model, tuple(layers))
 
 
@@ -84,7 +85,7 @@ def refine(model, grid_size: int, x: Float[Array, "n in"] | None = None, grid_ep
     layers = []
     h = None if x is None else jnp.asarray(_check_samples(x, model.layers[0].in_features, "refine"),
                                            jnp.float32)
-    for layer in model.layers:
+    for l, layer in enumerate(model.layers):
         if not hasattr(layer.basis, "with_grid_size"):
             raise TypeError(f"refine: {type(layer.basis).__name__} has no grid to extend")
         new_basis = layer.basis.with_grid_size(grid_size)
@@ -96,5 +97,5 @@ def refine(model, grid_size: int, x: Float[Array, "n in"] | None = None, grid_ep
         new_layer = refit_basis(layer, new_basis, samples)
         layers.append(new_layer)
         if h is not None:
-            h = new_layer(h)
+            h = layer_output_to_nodes(model, l, new_layer(h))
     return eqx.tree_at(lambda m: m.layers, model, tuple(layers))

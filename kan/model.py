@@ -13,6 +13,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from bases import Basis, BSpline, check_last_dim
 
 from .layer import KANLayer, _activation_second_moment
+from .mult import check_mult_nodes, layer_output_to_nodes
 
 
 def _check_widths(widths: Sequence[int], who: str) -> tuple[int, ...]:
@@ -27,9 +28,15 @@ class KAN(eqx.Module):
 
     ``basis_factory(in_features) -> Basis`` chooses the basis of every layer; by default a B-spline
     with ``grid_size``, ``order`` and ``grid_range``.
+
+    ``mult_nodes`` (one count per hidden layer, default none) makes the last ``m`` nodes of a hidden
+    layer multiplication nodes (pykan's MultKAN, Liu et al. 2024 "KAN 2.0"): the layer before outputs
+    ``width + m`` subnodes and each product node multiplies two of them (see :mod:`kan.mult`), e.g.
+    ``KAN([2, 1, 1], mult_nodes=[1], ...)`` holds ``a * sin(b)`` exactly. ``widths`` counts nodes.
     """
 
     layers: tuple[KANLayer, ...]
+    mult_nodes: tuple[int, ...] = eqx.field(static=True)
 
     def __init__(
         self,
@@ -43,32 +50,36 @@ class KAN(eqx.Module):
         base_activation: Optional[Callable[[Array], Array]] = jax.nn.silu,
         init_scale: float = 1.0,
         spline_share: float = 0.5,
+        mult_nodes: Optional[Sequence[int]] = None,
     ):
         widths = _check_widths(widths, "KAN")
+        self.mult_nodes = check_mult_nodes(widths, mult_nodes, "KAN")
         if basis_factory is None:
             basis_factory = lambda d: BSpline(d, grid_size, order, grid_range)
         keys = jax.random.split(key, len(widths) - 1)
+        outputs = [w + m for w, m in zip(widths[1:-1], self.mult_nodes)] + [widths[-1]]
         self.layers = tuple(
             KANLayer(i, o, basis_factory(i), key=k, base_activation=base_activation, init_scale=init_scale,
                      spline_share=spline_share)
-            for i, o, k in zip(widths[:-1], widths[1:], keys)
+            for i, o, k in zip(widths[:-1], outputs, keys)
         )
 
     @property
     def widths(self) -> tuple[int, ...]:
-        return (self.layers[0].in_features,) + tuple(layer.out_features for layer in self.layers)
+        """Nodes per layer boundary: ``(in, hidden..., out)`` (subnodes of products not counted)."""
+        return tuple(layer.in_features for layer in self.layers) + (self.layers[-1].out_features,)
 
     @eqx.filter_jit
     def __call__(self, x: Float[Array, "... in"]) -> Float[Array, "... out"]:
-        for layer in self.layers:
-            x = layer(x)
+        for l, layer in enumerate(self.layers):
+            x = layer_output_to_nodes(self, l, layer(x))
         return x
 
     def activations(self, x: Float[Array, "... in"]) -> list[Float[Array, "... w"]]:
-        """Inputs of every layer followed by the output: ``[x, h1, ..., y]``."""
+        """Inputs of every layer (node values, after products) followed by the output: ``[x, h1, ..., y]``."""
         acts = [x]
-        for layer in self.layers:
-            acts.append(layer(acts[-1]))
+        for l, layer in enumerate(self.layers):
+            acts.append(layer_output_to_nodes(self, l, layer(acts[-1])))
         return acts
 
     def num_parameters(self) -> int:

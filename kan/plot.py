@@ -14,6 +14,7 @@ import numpy as np
 from jaxtyping import Array, Float
 from matplotlib.figure import Figure  # no pyplot: never changes the user's backend or global state
 
+from .mult import mult_counts, node_to_subnodes
 from .regularization import attribution_scores
 from .surgery import replace_fields
 
@@ -63,7 +64,13 @@ def plot(model: Any, x: Float[Array, "n in"], path: str | Path, *, num_points: i
     ax.set_ylim(-0.3, depth + 0.3)
     ax.axis("off")
     pos = [(np.arange(w) + 0.5) / w for w in widths]
+    counts = mult_counts(model) + (0,)
     for l, layer in enumerate(model.layers):
+        owner = node_to_subnodes(widths[l + 1], counts[l])
+        # the two subnodes of a product node end left and right of it
+        num_sum = widths[l + 1] - counts[l]
+        offset = np.where(owner >= num_sum, (np.arange(owner.size) - num_sum) % 2 - 0.5, 0.0)
+        offset = offset * 0.25 / widths[l + 1] if counts[l] else np.zeros(owner.size)
         xs = _samples(acts[l], num_points)
         phi = np.asarray(_edge_functions(layer, jnp.asarray(xs, jnp.float32)))
         mask = np.asarray(layer.edge_mask) > 0
@@ -72,10 +79,13 @@ def plot(model: Any, x: Float[Array, "n in"], path: str | Path, *, num_points: i
         for o, i in zip(*np.nonzero(mask)):
             name = _name(layer, o, i)
             color = "tab:red" if name is not None else "black"
-            x0, x1 = pos[l][i], pos[l + 1][o]
-            ax.plot([x0, x1], [l, l + 1], color=color, alpha=float(strength[o, i]), lw=1.5, zorder=1)
+            x0, x1 = pos[l][i], pos[l + 1][owner[o]] + offset[o]
+            y1 = l + 1 - (0.15 if offset[o] else 0.0)  # subnodes sit below their product node
+            ax.plot([x0, x1], [l, y1], color=color, alpha=float(strength[o, i]), lw=1.5, zorder=1)
+            if offset[o]:
+                ax.plot([x1, pos[l + 1][owner[o]]], [y1, l + 1], color="gray", lw=1.0, zorder=1)
             frac = 0.3 + 0.4 * (i + 0.5) / layer.in_features  # stagger thumbnails of crossing edges
-            mx, my = x0 + frac * (x1 - x0), l + frac
+            mx, my = x0 + frac * (x1 - x0), l + frac * (y1 - l)
             w, h = min(0.12, 0.7 / max(widths)), 0.3
             inset = ax.inset_axes([mx - w / 2, my - h / 2, w, h], transform=ax.transData)
             inset.plot(xs[:, i], phi[:, o, i], color=color, alpha=float(strength[o, i]), lw=1.2)
@@ -87,6 +97,9 @@ def plot(model: Any, x: Float[Array, "n in"], path: str | Path, *, num_points: i
                 inset.set_title(name, fontsize=7, color=color, pad=1)
     for l, p in enumerate(pos):
         ax.scatter(p, np.full(len(p), l), s=60, color="white", edgecolor="black", zorder=3)
+        mult = counts[l - 1] if 0 < l < len(pos) - 1 else 0
+        for x_mult in p[len(p) - mult:] if mult else ():
+            ax.text(x_mult, l, "×", ha="center", va="center", fontsize=9, zorder=4)
     if title:
         ax.set_title(title)
     path = Path(path)

@@ -7,24 +7,38 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from .mult import mult_counts, node_to_subnodes, subnodes_of
 from .regularization import attribution_scores
-from .surgery import keep_inputs, keep_outputs
+from .surgery import keep_inputs, keep_outputs, replace_fields
+
+
+def keep_hidden_nodes(model, hidden: int, keep: np.ndarray):
+    """``model`` with only the nodes ``keep`` (sorted indices) of hidden layer ``hidden`` (the input of
+    ``model.layers[hidden]``); a kept multiplication node keeps both of its subnodes."""
+    layers = list(model.layers)
+    counts = list(mult_counts(model))
+    subnodes, kept_mult = subnodes_of(keep, layers[hidden].in_features, counts[hidden - 1])
+    layers[hidden - 1] = keep_outputs(layers[hidden - 1], subnodes)
+    layers[hidden] = keep_inputs(layers[hidden], keep)
+    changes = {"layers": tuple(layers)}
+    if hasattr(model, "mult_nodes"):
+        counts[hidden - 1] = kept_mult
+        changes["mult_nodes"] = tuple(counts)
+    return replace_fields(model, **changes)
 
 
 def prune_nodes(model, x: Float[Array, "n in"], node_th: float = 1e-2):
     """Remove hidden nodes whose attribution score is at most ``node_th`` (the model gets narrower).
     A layer keeps at least its best node."""
     node_scores, _ = attribution_scores(model, jnp.asarray(x))
-    layers = list(model.layers)
-    for hidden in range(1, len(layers)):
+    for hidden in range(1, len(model.layers)):
         scores = np.asarray(node_scores[hidden])
         keep = np.flatnonzero(scores > node_th)
         if keep.size == 0:
             keep = np.array([int(np.argmax(scores))])
         if keep.size < scores.size:
-            layers[hidden - 1] = keep_outputs(layers[hidden - 1], keep)
-            layers[hidden] = keep_inputs(layers[hidden], keep)
-    return eqx.tree_at(lambda m: m.layers, model, tuple(layers))
+            model = keep_hidden_nodes(model, hidden, keep)
+    return model
 
 
 def prune_edges(model, x: Float[Array, "n in"], edge_th: float = 3e-2):
@@ -35,19 +49,22 @@ def prune_edges(model, x: Float[Array, "n in"], edge_th: float = 3e-2):
 
 
 def drop_disconnected_nodes(model):
-    """Remove hidden nodes whose incoming or outgoing edges are all masked (they carry nothing);
-    a layer keeps at least one node."""
-    layers = list(model.layers)
-    for hidden in range(1, len(layers)):
-        incoming = np.asarray(layers[hidden - 1].edge_mask).any(axis=1)
+    """Remove hidden nodes whose incoming or outgoing edges are all masked (they carry nothing; a
+    multiplication node counts as fed when either subnode is); a layer keeps at least one node."""
+    counts = mult_counts(model)
+    for hidden in range(1, len(model.layers)):
+        layers = model.layers
         outgoing = np.asarray(layers[hidden].edge_mask).any(axis=0)
+        owner = node_to_subnodes(outgoing.size, counts[hidden - 1])
+        incoming = np.zeros(outgoing.size, bool)
+        np.logical_or.at(incoming, owner, np.asarray(layers[hidden - 1].edge_mask).any(axis=1))
         keep = np.flatnonzero(incoming & outgoing)
         if keep.size == 0:
             keep = np.array([0])
         if keep.size < incoming.size:
-            layers[hidden - 1] = keep_outputs(layers[hidden - 1], keep)
-            layers[hidden] = keep_inputs(layers[hidden], keep)
-    return eqx.tree_at(lambda m: m.layers, model, tuple(layers))
+            model = keep_hidden_nodes(model, hidden, keep)
+        counts = mult_counts(model)
+    return model
 
 
 def prune(model, x: Float[Array, "n in"], node_th: float = 1e-2, edge_th: float = 3e-2):

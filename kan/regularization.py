@@ -13,6 +13,8 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from .mult import layer_output_to_nodes, mult_counts, node_to_subnodes
+
 _EPS = 1e-4
 
 
@@ -31,13 +33,13 @@ def sparsity_regularizer(
     """Model output and ``sum_layers lamb_l1 * sum(L1) + lamb_entropy * (row + column entropy)``."""
     reg = jnp.zeros(())
     h = x
-    for layer in model.layers:
+    for l, layer in enumerate(model.layers):
         phi = layer.edge_functions(h)
         l1 = edge_l1(phi, h)
         rows = l1 / (jnp.sum(l1, axis=1, keepdims=True) + _EPS)
         cols = l1 / (jnp.sum(l1, axis=0, keepdims=True) + _EPS)
         reg = reg + lamb_l1 * jnp.sum(l1) + lamb_entropy * (_entropy(rows, 1) + _entropy(cols, 0))
-        h = jnp.sum(phi, axis=-1) + (layer.bias if layer.bias is not None else 0.0)
+        h = layer_output_to_nodes(model, l, jnp.sum(phi, axis=-1) + (layer.bias if layer.bias is not None else 0.0))
     return h, reg
 
 
@@ -46,20 +48,25 @@ def attribution_scores(model, x: Float[Array, "n in"]) -> tuple[list[Array], lis
     """Node and edge importance, propagated back from output nodes of score 1.
 
     ``edge[l][o, i] = std(phi_oi) * node[l+1][o] / (std(y_o) + 1e-4)`` and
-    ``node[l][i] = sum_o edge[l][o, i]``. Returns ``(node_scores, edge_scores)`` with one
-    ``(width,)`` array per layer boundary and one ``(out, in)`` array per layer.
+    ``node[l][i] = sum_o edge[l][o, i]``; both subnodes of a multiplication node get its score.
+    Returns ``(node_scores, edge_scores)`` with one ``(width,)`` array per layer boundary (nodes) and
+    one ``(out, in)`` array per layer (``out`` counts subnodes).
     """
     stds, out_stds = [], []
     h = x
-    for layer in model.layers:
+    for l, layer in enumerate(model.layers):
         phi = layer.edge_functions(h)
         stds.append(jnp.std(phi, axis=0))
-        h = layer(h)
-        out_stds.append(jnp.std(h, axis=0))
+        sub = layer(h)
+        out_stds.append(jnp.std(sub, axis=0))
+        h = layer_output_to_nodes(model, l, sub)
+    counts = mult_counts(model) + (0,)
     node_scores = [jnp.ones(model.layers[-1].out_features)]
     edge_scores = []
-    for std, out_std in zip(reversed(stds), reversed(out_stds)):
-        edge = std * (node_scores[0] / (out_std + _EPS))[:, None]
+    for l in reversed(range(len(model.layers))):
+        std, out_std = stds[l], out_stds[l]
+        sub_scores = node_scores[0][node_to_subnodes(node_scores[0].shape[0], counts[l])]
+        edge = std * (sub_scores / (out_std + _EPS))[:, None]
         edge_scores.insert(0, edge)
         node_scores.insert(0, jnp.sum(edge, axis=0))
     return node_scores, edge_scores

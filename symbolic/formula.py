@@ -15,6 +15,8 @@ import numpy as np
 import sympy as sp
 from jaxtyping import Array, Float
 
+from kan.mult import combine_expressions, mult_counts
+
 from .constants import safe_lambdify, snap_constants
 from .library import get_entry
 
@@ -115,7 +117,8 @@ def model_expressions(model: Any, variables: Optional[Sequence[sp.Symbol]] = Non
             for i in np.flatnonzero(mask[o]):
                 total = total + edge_expression(sym.names[o][i], affine[o, i], nodes[i], digits)
             out.append(total)
-        nodes = out
+        counts = mult_counts(model)
+        nodes = combine_expressions(out, counts[l]) if l < len(counts) else out
     return nodes
 
 
