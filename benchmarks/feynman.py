@@ -104,25 +104,49 @@ def _rmse(model, data) -> float:
     return float(jnp.sqrt(jnp.mean((model(data[0]) - data[1]) ** 2)))
 
 
+def linear_after_products(model):
+    """``model`` with every edge that leaves a multiplication node fixed to ``c*x + d`` (its affine
+    parameters still train): the simplest hypothesis for a product, ``y = c * u(a) * v(b) + d``."""
+    for l, count in enumerate(model.mult_nodes):
+        width = model.widths[l + 1]
+        for node in range(width - count, width):
+            for o in range(model.layers[l + 1].out_features):
+                model, _ = symbolic.fix_symbolic(model, l + 1, o, node, "x")
+    return model
+
+
 def train_networks(eq: Equation, train, val, steps: int, lamb: float, seeds: Sequence[int], keep: int) -> list:
     """Stage 1 from several random starts: fit with the sparsity regulariser, keep the ``keep``
     networks with the lowest validation RMSE. Narrow KANs (one hidden node) land in a poor local
     minimum from about half of the starts (e.g. III.10.19 from seeds 0 and 1: relative RMSE 0.4-0.6,
-    with Adam too), so restarts are cheap insurance; all starts share one compilation."""
-    fitted = []
-    for seed in seeds:
-        model = kan.KAN(eq.widths, grid_size=5, key=jax.random.PRNGKey(seed), spline_share=SPLINE_SHARE,
-                        mult_nodes=eq.mult or None)
-        try:
-            model, _ = kan.fit(model, train, steps=steps, optimizer="lbfgs", lamb=lamb, progress=False)
-        except FloatingPointError:  # L-BFGS diverged from this start (seen on I.12.2); try the others
-            continue
-        rmse = _rmse(model, val)
-        fitted.append((rmse if np.isfinite(rmse) else np.inf, seed, model))
-    if not fitted:
+    with Adam too), so restarts are cheap insurance; all starts share one compilation.
+
+    With multiplication nodes every seed also trains a second network whose edges after the
+    products are linear (:func:`linear_after_products`), and the best networks of both kinds are
+    kept: a free network often routes the product around the multiplication node (1 + a cos b as
+    ``exp(log a + h(b))``, h not in the library) or splits it as ``(a^p sin(b)^p)^(1/p)``, which
+    snaps to the wrong functions."""
+    kinds = (False, True) if any(eq.mult) else (False,)
+    per_kind = -(-keep // len(kinds))
+    chosen = []
+    for linear in kinds:
+        fitted = []
+        for seed in seeds:
+            model = kan.KAN(eq.widths, grid_size=5, key=jax.random.PRNGKey(seed), spline_share=SPLINE_SHARE,
+                            mult_nodes=eq.mult or None)
+            model = linear_after_products(model) if linear else model
+            try:
+                model, _ = kan.fit(model, train, steps=steps, optimizer="lbfgs", lamb=lamb, progress=False)
+            except FloatingPointError:  # L-BFGS diverged from this start (seen on I.12.2); try the others
+                continue
+            rmse = _rmse(model, val)
+            fitted.append((rmse if np.isfinite(rmse) else np.inf, seed, model))
+        fitted.sort(key=lambda item: item[:2])
+        chosen += fitted[:per_kind]
+    if not chosen:
         raise FloatingPointError(f"{eq.name}: the first fit diverged from every start")
-    fitted.sort(key=lambda item: item[:2])
-    return [model for *_, model in fitted[:keep]]
+    chosen.sort(key=lambda item: item[:2])
+    return [model for *_, model in chosen[:keep]]
 
 
 def _pipeline(model, train, val, syms, steps: int):
