@@ -9,7 +9,9 @@ lower validation RMSE is kept. An equation counts as recovered exactly when
 ``sympy.simplify(recovered - truth) == 0`` (also tried on the difference rewritten in exponentials
 and with addition theorems expanded), after a numeric check on test points. The KAN shape per equation is a small hand-chosen
 shape under which the equation is exactly representable with library functions (e.g. products as
-``exp(log a + log b)`` on positive ranges, or as differences of squares).
+``exp(log a + log b)`` on positive ranges, as differences of squares, or through a multiplication node,
+``kan.KAN(widths, mult_nodes=...)``, for products such as ``a * sin(b)`` that have no log form in the
+library).
 
 Run: ``python -m benchmarks.feynman [--only I.16.6,II.2.42] [--steps 40]``; writes
 ``feynman_results.csv`` and ``feynman_results.md`` into ``--out`` (default: current folder).
@@ -104,17 +106,6 @@ def _rmse(model, data) -> float:
     return float(jnp.sqrt(jnp.mean((model(data[0]) - data[1]) ** 2)))
 
 
-def linear_after_products(model):
-    """``model`` with every edge that leaves a multiplication node fixed to ``c*x + d`` (its affine
-    parameters still train): the simplest hypothesis for a product, ``y = c * u(a) * v(b) + d``."""
-    for l, count in enumerate(model.mult_nodes):
-        width = model.widths[l + 1]
-        for node in range(width - count, width):
-            for o in range(model.layers[l + 1].out_features):
-                model, _ = symbolic.fix_symbolic(model, l + 1, o, node, "x")
-    return model
-
-
 def train_networks(eq: Equation, train, val, steps: int, lamb: float, seeds: Sequence[int], keep: int) -> list:
     """Stage 1 from several random starts: fit with the sparsity regulariser, keep the ``keep``
     networks with the lowest validation RMSE. Narrow KANs (one hidden node) land in a poor local
@@ -122,7 +113,7 @@ def train_networks(eq: Equation, train, val, steps: int, lamb: float, seeds: Seq
     with Adam too), so restarts are cheap insurance; all starts share one compilation.
 
     With multiplication nodes every seed also trains a second network whose edges after the
-    products are linear (:func:`linear_after_products`), and the best networks of both kinds are
+    products are linear (:func:`symbolic.fix_after_products`), and the best networks of both kinds are
     kept: a free network often routes the product around the multiplication node (1 + a cos b as
     ``exp(log a + h(b))``, h not in the library) or splits it as ``(a^p sin(b)^p)^(1/p)``, which
     snaps to the wrong functions."""
@@ -134,7 +125,7 @@ def train_networks(eq: Equation, train, val, steps: int, lamb: float, seeds: Seq
         for seed in seeds:
             model = kan.KAN(eq.widths, grid_size=5, key=jax.random.PRNGKey(seed), spline_share=SPLINE_SHARE,
                             mult_nodes=eq.mult or None)
-            model = linear_after_products(model) if linear else model
+            model = symbolic.fix_after_products(model) if linear else model
             try:
                 model, _ = kan.fit(model, train, steps=steps, optimizer="lbfgs", lamb=lamb, progress=False)
             except FloatingPointError:  # L-BFGS diverged from this start (seen on I.12.2); try the others

@@ -7,7 +7,7 @@ from .formula import (Formula, canonicalize, default_variables, edge_expression,
 from .layerwise import snap_layerwise
 from .library import BUILTIN_NAMES, Library, LibraryEntry, add_function, function_names, get_entry
 from .select import select_by_formula
-from .snap import SnapRecord, auto_symbolic, fix_symbolic, symbolic_status, unfix_symbolic
+from .snap import SnapRecord, auto_symbolic, fix_after_products, fix_symbolic, symbolic_status, unfix_symbolic
 
 __all__ = [
     "BUILTIN_NAMES",
@@ -25,6 +25,7 @@ __all__ = [
     "edge_expression",
     "extract_formula",
     "fit_curves",
+    "fix_after_products",
     "fix_symbolic",
     "function_names",
     "get_entry",

@@ -187,6 +187,22 @@ def fix_symbolic(
     return model, r2
 
 
+def fix_after_products(model: Any, name: str = "x") -> Any:
+    """Fix every edge that leaves a multiplication node (``kan.KAN(..., mult_nodes=...)``) to the library
+    function ``name`` (default ``c*x + d``; its affine parameters keep training). Training from there
+    tests the hypothesis ``y = c * u * v + d`` for each product ``u * v``: a free network may route a
+    product around its node or split it as ``(u^p v^p)^(1/p)``, which snaps to the wrong functions."""
+    counts = tuple(getattr(model, "mult_nodes", ()) or ())
+    if not any(counts):
+        raise ValueError("fix_after_products: the model has no multiplication nodes")
+    for l, count in enumerate(counts):
+        width = model.layers[l + 1].in_features
+        for node in range(width - count, width):
+            for o in range(model.layers[l + 1].out_features):
+                model, _ = fix_symbolic(model, l + 1, o, node, name)
+    return model
+
+
 def unfix_symbolic(model: Any, layer: int, out: int, inp: int) -> Any:
     """Turn edge ``inp -> out`` of layer ``layer`` back into its numeric edge."""
     target = model.layers[layer]

@@ -32,18 +32,3 @@ def test_symbols_are_positive_on_positive_ranges():
     eq = next(e for e in EQUATIONS if e.name == "I.12.1")
     assert all(s.is_positive for s in _symbols(eq))
 
-
-def test_linear_after_products_fixes_only_the_product_edges():
-    import jax
-
-    import kan
-    import symbolic
-    from benchmarks.feynman import linear_after_products
-
-    model = kan.KAN([2, 2, 1, 1], mult_nodes=[1, 0], key=jax.random.PRNGKey(0))
-    status = symbolic.symbolic_status(linear_after_products(model))
-    assert (status[1][:, 1] == 2).all() and (status[1][:, 0] == 1).all()  # the product node's edge only
-    assert (status[0] == 1).all() and (status[2] == 1).all()
-    for eq in EQUATIONS:  # shapes with products are valid models
-        if eq.mult:
-            assert kan.KAN(eq.widths, mult_nodes=eq.mult, key=jax.random.PRNGKey(0)).widths == eq.widths

@@ -96,3 +96,12 @@ def test_plot_and_save_roundtrip(key, data, tmp_path):
     kan.save(tmp_path / "m.eqx", model)
     loaded = kan.load(tmp_path / "m.eqx", kan.KAN([2, 2, 1], mult_nodes=[1], key=jax.random.PRNGKey(9)))
     np.testing.assert_allclose(loaded(data), model(data))
+
+
+def test_fix_after_products_fixes_only_the_product_edges(key):
+    model = kan.KAN([2, 2, 1, 1], mult_nodes=[1, 0], key=key)
+    status = symbolic.symbolic_status(symbolic.fix_after_products(model))
+    assert (status[1][:, 1] == 2).all() and (status[1][:, 0] == 1).all()  # the product node's edge only
+    assert (status[0] == 1).all() and (status[2] == 1).all()
+    with pytest.raises(ValueError, match="no multiplication nodes"):
+        symbolic.fix_after_products(kan.KAN([2, 2, 1], key=key))
