@@ -141,9 +141,12 @@ def train_networks(eq: Equation, train, val, steps: int, lamb: float, seeds: Seq
 
 
 def _pipeline(model, train, val, syms, steps: int):
-    """prune -> grid extension -> refit -> snap layer by layer with refits -> swap look-alike edges by formula fit
-    (``symbolic.select_by_formula``) -> formula."""
+    """prune -> (release the edges after products, see :func:`train_networks`) -> grid extension -> refit
+    -> snap layer by layer with refits -> swap look-alike edges by formula fit (``symbolic.select_by_formula``)
+    -> formula."""
     model = kan.prune(model, train[0])
+    if any(model.mult_nodes):  # a network trained with linear edges after its products: free them
+        model = symbolic.release_after_products(model, train[0])
     model = kan.refine(model, REFINED_GRID, train[0])
     model, _ = kan.fit(model, train, steps=steps // 2, optimizer="lbfgs", progress=False)
     model, records = symbolic.snap_layerwise(model, train, refit_steps=steps // 2)

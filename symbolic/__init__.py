@@ -7,7 +7,8 @@ from .formula import (Formula, canonicalize, default_variables, edge_expression,
 from .layerwise import snap_layerwise
 from .library import BUILTIN_NAMES, Library, LibraryEntry, add_function, function_names, get_entry
 from .select import select_by_formula
-from .snap import SnapRecord, auto_symbolic, fix_after_products, fix_symbolic, symbolic_status, unfix_symbolic
+from .snap import (SnapRecord, auto_symbolic, fix_after_products, fix_symbolic, release_after_products,
+                   symbolic_status, unfix_symbolic)
 
 __all__ = [
     "BUILTIN_NAMES",
@@ -36,6 +37,7 @@ __all__ = [
     "select_by_formula",
     "simplify",
     "refit_rmse",
+    "release_after_products",
     "snap_constants",
     "snap_layerwise",
     "symbolic_status",

@@ -27,6 +27,7 @@ from .library import Library, as_library
 
 _activations = eqx.filter_jit(lambda model, x: model.activations(x))
 _edge_functions = eqx.filter_jit(lambda layer, x: layer.edge_functions(x))
+_features = eqx.filter_jit(lambda basis, x: basis(x))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,24 +192,60 @@ def fix_after_products(model: Any, name: str = "x") -> Any:
     """Fix every edge that leaves a multiplication node (``kan.KAN(..., mult_nodes=...)``) to the library
     function ``name`` (default ``c*x + d``; its affine parameters keep training). Training from there
     tests the hypothesis ``y = c * u * v + d`` for each product ``u * v``: a free network may route a
-    product around its node or split it as ``(u^p v^p)^(1/p)``, which snaps to the wrong functions."""
-    counts = tuple(getattr(model, "mult_nodes", ()) or ())
-    if not any(counts):
-        raise ValueError("fix_after_products: the model has no multiplication nodes")
-    for l, count in enumerate(counts):
-        width = model.layers[l + 1].in_features
-        for node in range(width - count, width):
-            for o in range(model.layers[l + 1].out_features):
-                model, _ = fix_symbolic(model, l + 1, o, node, name)
+    product around its node or split it as ``(u^p v^p)^(1/p)``, which snaps to the wrong functions.
+    :func:`release_after_products` frees these edges again."""
+    for l, o, i in _product_edges(model):
+        model, _ = fix_symbolic(model, l, o, i, name)
     return model
 
 
-def unfix_symbolic(model: Any, layer: int, out: int, inp: int) -> Any:
-    """Turn edge ``inp -> out`` of layer ``layer`` back into its numeric edge."""
+def unfix_symbolic(model: Any, layer: int, out: int, inp: int, x: Optional[Float[Array, "n in"]] = None,
+                   *, num_points: int = 64) -> Any:
+    """Turn edge ``inp -> out`` of layer ``layer`` back into its numeric edge. With data ``x`` the
+    numeric edge is first fitted (least squares, residual branch off) to the symbolic curve on the
+    range that input takes on ``x`` (which the layer's grid should cover, as after training or
+    ``kan.update_grid``), so the model keeps its function; without, the edge returns to whatever its
+    spline held."""
     target = model.layers[layer]
     sym = _symbolic_of(target)
-    sym = sym.with_edge(out, inp, "0", IDENTITY_AFFINE, active=False)
-    return _set_layer_symbolic(model, layer, sym)
+    if x is not None:
+        x = _check_model(model, x)
+        xs = jnp.asarray(_input_samples(model, x, num_points)[layer], jnp.float32)
+        curve = np.asarray(sym(xs), np.float64)[:, out, inp]
+        feats = np.asarray(_features(target.basis, xs), np.float64)[:, inp, :]
+        coef, *_ = np.linalg.lstsq(feats, curve, rcond=None)
+        changes = {"spline_weight": target.spline_weight.at[out, inp].set(jnp.asarray(coef, jnp.float32))}
+        if target.base_weight is not None:
+            changes["base_weight"] = target.base_weight.at[out, inp].set(0.0)
+        target = replace_fields(target, **changes)
+    layers = list(model.layers)
+    layers[layer] = replace_fields(target, symbolic=sym.with_edge(out, inp, "0", IDENTITY_AFFINE, active=False))
+    return replace_fields(model, layers=tuple(layers))
+
+
+def _product_edges(model: Any) -> list[tuple[int, int, int]]:
+    """``(layer, out, inp)`` of every edge that leaves a multiplication node."""
+    counts = tuple(getattr(model, "mult_nodes", ()) or ())
+    if not any(counts):
+        raise ValueError("the model has no multiplication nodes")
+    edges = []
+    for l, count in enumerate(counts):
+        width = model.layers[l + 1].in_features
+        edges += [(l + 1, o, node) for node in range(width - count, width)
+                  for o in range(model.layers[l + 1].out_features)]
+    return edges
+
+
+def release_after_products(model: Any, x: Float[Array, "n in"]) -> Any:
+    """Undo :func:`fix_after_products` keeping the function (:func:`unfix_symbolic` with data ``x``):
+    the edges after the products become numeric again, starting from ``c*x + d``, so a refit can
+    bend them (``asin(a/b)``) while the products keep the split the linear start found. Edges that
+    are numeric or pruned are left as they are."""
+    for l, o, i in _product_edges(model):
+        layer = model.layers[l]
+        if layer.symbolic is not None and layer.symbolic.active[o, i] > 0 and layer.edge_mask[o, i] > 0:
+            model = unfix_symbolic(model, l, o, i, x)
+    return model
 
 
 def symbolic_status(model: Any) -> list[np.ndarray]:

@@ -105,3 +105,16 @@ def test_fix_after_products_fixes_only_the_product_edges(key):
     assert (status[0] == 1).all() and (status[2] == 1).all()
     with pytest.raises(ValueError, match="no multiplication nodes"):
         symbolic.fix_after_products(kan.KAN([2, 2, 1], key=key))
+
+
+def test_release_after_products_keeps_the_function(key, data):
+    model = symbolic.fix_after_products(kan.KAN([2, 2, 1], mult_nodes=[1], key=key))
+    out_layer = model.layers[1]
+    affine = out_layer.symbolic.affine.at[0, 1].set(jnp.array([1.0, 0.0, -0.7, 0.3]))
+    model = _fix(model, 1, 0, 1, "x", tuple(float(v) for v in affine[0, 1]))
+    model = kan.update_grid(model, data)  # the spline must cover the product's range
+    before = model(data)
+    released = symbolic.release_after_products(model, data)
+    assert (symbolic.symbolic_status(released)[1] == 1).all()  # numeric again
+    np.testing.assert_allclose(released(data), before, rtol=1e-3, atol=1e-3)
+    assert not np.allclose(symbolic.unfix_symbolic(model, 1, 0, 1)(data), before, atol=1e-3)  # without data
