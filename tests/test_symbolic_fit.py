@@ -1,6 +1,5 @@
-"""Batched edge fitting: recovery of known curves, true R^2, degenerate curves, speed."""
-
-import time
+"""Batched edge fitting: recovery of known curves, true R^2, degenerate curves, all edges at once
+(the speed goal is measured by ``python -m benchmarks.edge_fit``)."""
 
 import jax
 import numpy as np
@@ -110,23 +109,16 @@ def test_normalized_parameters_are_canonical():
     assert b == 0.0 and c == pytest.approx(np.exp(2.0))
 
 
-def test_fitting_all_edges_of_a_4_5_5_1_kan_is_fast():
-    model = kan.KAN([4, 5, 5, 1], key=jax.random.PRNGKey(0))
-    x = jax.random.uniform(jax.random.PRNGKey(1), (256, 4), minval=-1, maxval=1)
-    acts = model.activations(x)
-    xs, ys = [], []
-    for layer, h in zip(model.layers, acts[:-1]):
-        h = np.asarray(h)
-        pts = np.linspace(h.min(0), h.max(0), 64)
-        phi = np.asarray(layer.edge_functions(pts))
-        for o in range(layer.out_features):
-            for i in range(layer.in_features):
-                xs.append(pts[:, i]), ys.append(phi[:, o, i])
-    xs, ys = np.stack(xs), np.stack(ys)
-    assert xs.shape[0] == 4 * 5 + 5 * 5 + 5
-    symbolic.fit_curves(xs, ys)  # compile
-    start = time.perf_counter()
+def test_fitting_all_edges_of_a_4_5_5_1_kan_at_once():
+    """Every edge of a [4, 5, 5, 1] KAN against the whole library in one call (the time is measured by
+    ``python -m benchmarks.edge_fit``): finite scores, true R^2 <= 1, and x^2 fits the x^2 edge."""
+    from benchmarks.edge_fit import edge_curves
+
+    xs, ys = edge_curves((4, 5, 5, 1), 64)
+    assert xs.shape == (4 * 5 + 5 * 5 + 5, 64)
+    ys = ys.copy()
+    ys[0] = 3.0 * (0.5 * xs[0] + 0.2) ** 2 - 1.0  # a known curve among the random ones
     fits = symbolic.fit_curves(xs, ys)
-    elapsed = time.perf_counter() - start
-    print(f"[4,5,5,1] edge fitting: {elapsed:.3f} s for {xs.shape[0]} edges x {len(fits.names)} functions")
-    assert elapsed < 2.0
+    assert fits.r2.shape == (xs.shape[0], len(fits.names))
+    assert np.all(np.isfinite(fits.r2)) and np.all(fits.r2 <= 1.0 + 1e-9)
+    assert fits.r2[0, fits.names.index("x^2")] > 1 - 1e-6
