@@ -140,12 +140,16 @@ def train_networks(eq: Equation, train, val, steps: int, lamb: float, seeds: Seq
     return [model for *_, model in chosen[:keep]]
 
 
-def _pipeline(model, train, val, syms, steps: int):
-    """prune -> (release the edges after products, see :func:`train_networks`) -> grid extension -> refit
-    -> snap layer by layer with refits -> swap look-alike edges by formula fit (``symbolic.select_by_formula``)
-    -> formula."""
+def _has_fixed_edges(model) -> bool:
+    return any(layer.symbolic is not None and bool(jnp.any(layer.symbolic.active)) for layer in model.layers)
+
+
+def _pipeline(model, train, val, syms, steps: int, release: bool = False):
+    """prune -> (``release``: free the edges after products, see :func:`train_networks`) -> grid extension
+    -> refit -> snap layer by layer with refits -> swap look-alike edges by formula fit
+    (``symbolic.select_by_formula``) -> formula."""
     model = kan.prune(model, train[0])
-    if any(model.mult_nodes):  # a network trained with linear edges after its products: free them
+    if release:
         model = symbolic.release_after_products(model, train[0])
     model = kan.refine(model, REFINED_GRID, train[0])
     model, _ = kan.fit(model, train, steps=steps // 2, optimizer="lbfgs", progress=False)
@@ -178,8 +182,8 @@ def is_exact(expr: sp.Expr, truth: sp.Expr, x: np.ndarray, syms: Sequence[sp.Sym
 
 def run_equation(eq: Equation, steps: int = 20, lamb: float = 1e-4, seeds: Sequence[int] = tuple(range(6)),
                  keep: int = 2) -> dict:
-    """Stage 1 from every seed, then the rest of the pipeline for the ``keep`` best networks; keeps
-    the formula with the lowest validation RMSE (the truth is only used for the final exact-match
+    """Stage 1 from every seed, then the rest of the pipeline for the ``keep`` best networks (twice for
+    one trained with linear edges after its products); keeps the formula with the lowest validation RMSE (the truth is only used for the final exact-match
     check). Returns a result row."""
     start = time.perf_counter()
     syms = _symbols(eq)
@@ -190,13 +194,16 @@ def run_equation(eq: Equation, steps: int = 20, lamb: float = 1e-4, seeds: Seque
     best = None
     failure = None
     for model in train_networks(eq, train, val, steps, lamb, seeds, keep):
-        try:
-            result = _pipeline(model, train, val, syms, steps)
-        except FloatingPointError as err:  # a later refit diverged (seen on I.12.2); try the next network
-            failure = err
-            continue
-        if best is None or result[2].rmse < best[2].rmse:
-            best = result
+        # a network trained with linear edges after its products goes on twice: with them kept linear
+        # (exact for 1 + a cos b) and released (needed when the edge is not linear, asin(a/b))
+        for release in (False, True) if _has_fixed_edges(model) else (False,):
+            try:
+                result = _pipeline(model, train, val, syms, steps, release)
+            except FloatingPointError as err:  # a later refit diverged (seen on I.12.2); try the next one
+                failure = err
+                continue
+            if best is None or result[2].rmse < best[2].rmse:
+                best = result
     if best is None:
         raise failure
     model, records, formula = best
