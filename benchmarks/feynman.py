@@ -145,10 +145,9 @@ def _has_fixed_edges(model) -> bool:
 
 
 def _pipeline(model, train, val, syms, steps: int, release: bool = False):
-    """prune -> (``release``: free the edges after products, see :func:`train_networks`) -> grid extension
-    -> refit -> snap layer by layer with refits -> swap look-alike edges by formula fit
+    """(a pruned model) (``release``: free the edges after products, see :func:`train_networks`) -> grid
+    extension -> refit -> snap layer by layer with refits -> swap look-alike edges by formula fit
     (``symbolic.select_by_formula``) -> formula."""
-    model = kan.prune(model, train[0])
     if release:
         model = symbolic.release_after_products(model, train[0])
     model = kan.refine(model, REFINED_GRID, train[0])
@@ -194,6 +193,7 @@ def run_equation(eq: Equation, steps: int = 20, lamb: float = 1e-4, seeds: Seque
     best = None
     failure = None
     for model in train_networks(eq, train, val, steps, lamb, seeds, keep):
+        model = kan.prune(model, train[0])
         # a network trained with linear edges after its products goes on twice: with them kept linear
         # (exact for 1 + a cos b) and released (needed when the edge is not linear, asin(a/b))
         for release in (False, True) if _has_fixed_edges(model) else (False,):

@@ -19,9 +19,11 @@ from jaxtyping import Array, Float
 
 
 def mult_counts(model: Any) -> tuple[int, ...]:
-    """Multiplication nodes per hidden layer (zeros for models without them)."""
-    counts = tuple(getattr(model, "mult_nodes", ()) or ())
-    return counts if counts else (0,) * max(len(getattr(model, "layers", ())) - 1, 0)
+    """Per layer, the multiplication nodes its output feeds: ``model.mult_nodes`` followed by 0 for the
+    last layer (zeros for models without them); one entry per layer."""
+    depth = len(getattr(model, "layers", ()))
+    counts = tuple(getattr(model, "mult_nodes", ()) or ()) or (0,) * max(depth - 1, 0)
+    return counts + (0,)
 
 
 def combine_subnodes(h: Float[Array, "... sub"], num_mult: int) -> Float[Array, "... nodes"]:
@@ -41,8 +43,7 @@ def combine_expressions(exprs: Sequence[Any], num_mult: int) -> list[Any]:
 
 def layer_output_to_nodes(model: Any, layer: int, h: Float[Array, "... sub"]) -> Float[Array, "... nodes"]:
     """The input of layer ``layer + 1`` from the output ``h`` of layer ``layer`` (unchanged after the last)."""
-    counts = mult_counts(model)
-    return combine_subnodes(h, counts[layer]) if layer < len(counts) else h
+    return combine_subnodes(h, mult_counts(model)[layer])
 
 
 def node_to_subnodes(num_nodes: int, num_mult: int) -> np.ndarray:

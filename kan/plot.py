@@ -64,13 +64,12 @@ def plot(model: Any, x: Float[Array, "n in"], path: str | Path, *, num_points: i
     ax.set_ylim(-0.3, depth + 0.3)
     ax.axis("off")
     pos = [(np.arange(w) + 0.5) / w for w in widths]
-    counts = mult_counts(model) + (0,)
+    counts = mult_counts(model)
     for l, layer in enumerate(model.layers):
         owner = node_to_subnodes(widths[l + 1], counts[l])
         # the two subnodes of a product node end left and right of it
         num_sum = widths[l + 1] - counts[l]
-        offset = np.where(owner >= num_sum, (np.arange(owner.size) - num_sum) % 2 - 0.5, 0.0)
-        offset = offset * 0.25 / widths[l + 1] if counts[l] else np.zeros(owner.size)
+        offset = np.where(owner >= num_sum, (np.arange(owner.size) - num_sum) % 2 - 0.5, 0.0) * 0.25 / widths[l + 1]
         xs = _samples(acts[l], num_points)
         phi = np.asarray(_edge_functions(layer, jnp.asarray(xs, jnp.float32)))
         mask = np.asarray(layer.edge_mask) > 0
@@ -97,7 +96,7 @@ def plot(model: Any, x: Float[Array, "n in"], path: str | Path, *, num_points: i
                 inset.set_title(name, fontsize=7, color=color, pad=1)
     for l, p in enumerate(pos):
         ax.scatter(p, np.full(len(p), l), s=60, color="white", edgecolor="black", zorder=3)
-        mult = counts[l - 1] if 0 < l < len(pos) - 1 else 0
+        mult = counts[l - 1] if l > 0 else 0
         for x_mult in p[len(p) - mult:] if mult else ():
             ax.text(x_mult, l, "×", ha="center", va="center", fontsize=9, zorder=4)
     if title:

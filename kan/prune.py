@@ -17,13 +17,12 @@ def keep_hidden_nodes(model, hidden: int, keep: np.ndarray):
     ``model.layers[hidden]``); a kept multiplication node keeps both of its subnodes."""
     layers = list(model.layers)
     counts = list(mult_counts(model))
-    subnodes, kept_mult = subnodes_of(keep, layers[hidden].in_features, counts[hidden - 1])
+    subnodes, counts[hidden - 1] = subnodes_of(keep, layers[hidden].in_features, counts[hidden - 1])
     layers[hidden - 1] = keep_outputs(layers[hidden - 1], subnodes)
     layers[hidden] = keep_inputs(layers[hidden], keep)
     changes = {"layers": tuple(layers)}
     if hasattr(model, "mult_nodes"):
-        counts[hidden - 1] = kept_mult
-        changes["mult_nodes"] = tuple(counts)
+        changes["mult_nodes"] = tuple(counts[:-1])
     return replace_fields(model, **changes)
 
 
@@ -51,11 +50,10 @@ def prune_edges(model, x: Float[Array, "n in"], edge_th: float = 3e-2):
 def drop_disconnected_nodes(model):
     """Remove hidden nodes whose incoming or outgoing edges are all masked (they carry nothing; a
     multiplication node counts as fed when either subnode is); a layer keeps at least one node."""
-    counts = mult_counts(model)
     for hidden in range(1, len(model.layers)):
         layers = model.layers
         outgoing = np.asarray(layers[hidden].edge_mask).any(axis=0)
-        owner = node_to_subnodes(outgoing.size, counts[hidden - 1])
+        owner = node_to_subnodes(outgoing.size, mult_counts(model)[hidden - 1])
         incoming = np.zeros(outgoing.size, bool)
         np.logical_or.at(incoming, owner, np.asarray(layers[hidden - 1].edge_mask).any(axis=1))
         keep = np.flatnonzero(incoming & outgoing)
@@ -63,7 +61,6 @@ def drop_disconnected_nodes(model):
             keep = np.array([0])
         if keep.size < incoming.size:
             model = keep_hidden_nodes(model, hidden, keep)
-        counts = mult_counts(model)
     return model
 
 

@@ -60,7 +60,7 @@ def attribution_scores(model, x: Float[Array, "n in"]) -> tuple[list[Array], lis
         sub = layer(h)
         out_stds.append(jnp.std(sub, axis=0))
         h = layer_output_to_nodes(model, l, sub)
-    counts = mult_counts(model) + (0,)
+    counts = mult_counts(model)
     node_scores = [jnp.ones(model.layers[-1].out_features)]
     edge_scores = []
     for l in reversed(range(len(model.layers))):

@@ -100,6 +100,7 @@ def model_expressions(model: Any, variables: Optional[Sequence[sp.Symbol]] = Non
     if len(variables) != widths[0]:
         raise ValueError(f"model_expressions: need {widths[0]} variables, got {len(variables)}")
     nodes: list[sp.Expr] = list(variables)
+    counts = mult_counts(model)
     for l, layer in enumerate(model.layers):
         mask = np.asarray(layer.edge_mask) > 0
         sym = layer.symbolic
@@ -117,8 +118,7 @@ def model_expressions(model: Any, variables: Optional[Sequence[sp.Symbol]] = Non
             for i in np.flatnonzero(mask[o]):
                 total = total + edge_expression(sym.names[o][i], affine[o, i], nodes[i], digits)
             out.append(total)
-        counts = mult_counts(model)
-        nodes = combine_expressions(out, counts[l]) if l < len(counts) else out
+        nodes = combine_expressions(out, counts[l])
     return nodes
 
 

@@ -20,6 +20,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from bases.symbolic_edges import IDENTITY_AFFINE, SymbolicEdges
+from kan.mult import mult_counts
 from kan.surgery import replace_fields
 
 from .fit_edges import choose, fit_curves, scores
@@ -199,6 +200,29 @@ def fix_after_products(model: Any, name: str = "x") -> Any:
     return model
 
 
+def _numeric_like_symbolic(layer: Any, out: int, inp: int, xs: Array) -> Any:
+    """``layer`` whose numeric edge ``inp -> out`` is the least-squares spline fit (residual branch off)
+    of its symbolic curve on the input samples ``xs`` (P, in)."""
+    xs = jnp.asarray(xs, jnp.float32)
+    curve = np.asarray(_symbolic_of(layer)(xs), np.float64)[:, out, inp]
+    feats = np.asarray(_features(layer.basis, xs), np.float64)[:, inp, :]
+    coef, *_ = np.linalg.lstsq(feats, curve, rcond=None)
+    changes = {"spline_weight": layer.spline_weight.at[out, inp].set(jnp.asarray(coef, jnp.float32))}
+    if layer.base_weight is not None:
+        changes["base_weight"] = layer.base_weight.at[out, inp].set(0.0)
+    return replace_fields(layer, **changes)
+
+
+def _unfixed(model: Any, layer: int, out: int, inp: int, xs: Optional[np.ndarray]) -> Any:
+    target = model.layers[layer]
+    if xs is not None:
+        target = _numeric_like_symbolic(target, out, inp, xs)
+    sym = _symbolic_of(target).with_edge(out, inp, "0", IDENTITY_AFFINE, active=False)
+    layers = list(model.layers)
+    layers[layer] = replace_fields(target, symbolic=sym)
+    return replace_fields(model, layers=tuple(layers))
+
+
 def unfix_symbolic(model: Any, layer: int, out: int, inp: int, x: Optional[Float[Array, "n in"]] = None,
                    *, num_points: int = 64) -> Any:
     """Turn edge ``inp -> out`` of layer ``layer`` back into its numeric edge. With data ``x`` the
@@ -206,45 +230,33 @@ def unfix_symbolic(model: Any, layer: int, out: int, inp: int, x: Optional[Float
     range that input takes on ``x`` (which the layer's grid should cover, as after training or
     ``kan.update_grid``), so the model keeps its function; without, the edge returns to whatever its
     spline held."""
-    target = model.layers[layer]
-    sym = _symbolic_of(target)
-    if x is not None:
-        x = _check_model(model, x)
-        xs = jnp.asarray(_input_samples(model, x, num_points)[layer], jnp.float32)
-        curve = np.asarray(sym(xs), np.float64)[:, out, inp]
-        feats = np.asarray(_features(target.basis, xs), np.float64)[:, inp, :]
-        coef, *_ = np.linalg.lstsq(feats, curve, rcond=None)
-        changes = {"spline_weight": target.spline_weight.at[out, inp].set(jnp.asarray(coef, jnp.float32))}
-        if target.base_weight is not None:
-            changes["base_weight"] = target.base_weight.at[out, inp].set(0.0)
-        target = replace_fields(target, **changes)
-    layers = list(model.layers)
-    layers[layer] = replace_fields(target, symbolic=sym.with_edge(out, inp, "0", IDENTITY_AFFINE, active=False))
-    return replace_fields(model, layers=tuple(layers))
+    xs = None if x is None else _input_samples(model, _check_model(model, x), num_points)[layer]
+    return _unfixed(model, layer, out, inp, xs)
 
 
 def _product_edges(model: Any) -> list[tuple[int, int, int]]:
     """``(layer, out, inp)`` of every edge that leaves a multiplication node."""
-    counts = tuple(getattr(model, "mult_nodes", ()) or ())
+    counts = mult_counts(model)
     if not any(counts):
         raise ValueError("the model has no multiplication nodes")
     edges = []
-    for l, count in enumerate(counts):
+    for l, count in enumerate(counts[:-1]):  # the last layer feeds no node
         width = model.layers[l + 1].in_features
         edges += [(l + 1, o, node) for node in range(width - count, width)
                   for o in range(model.layers[l + 1].out_features)]
     return edges
 
 
-def release_after_products(model: Any, x: Float[Array, "n in"]) -> Any:
+def release_after_products(model: Any, x: Float[Array, "n in"], *, num_points: int = 64) -> Any:
     """Undo :func:`fix_after_products` keeping the function (:func:`unfix_symbolic` with data ``x``):
     the edges after the products become numeric again, starting from ``c*x + d``, so a refit can
     bend them (``asin(a/b)``) while the products keep the split the linear start found. Edges that
     are numeric or pruned are left as they are."""
+    samples = _input_samples(model, _check_model(model, x), num_points)  # unfixing keeps the function
     for l, o, i in _product_edges(model):
         layer = model.layers[l]
         if layer.symbolic is not None and layer.symbolic.active[o, i] > 0 and layer.edge_mask[o, i] > 0:
-            model = unfix_symbolic(model, l, o, i, x)
+            model = _unfixed(model, l, o, i, samples[l])
     return model
 
 
