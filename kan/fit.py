@@ -7,6 +7,7 @@ updates, early stopping on the validation loss and a tqdm progress bar with the 
 from __future__ import annotations
 
 import functools
+import warnings
 from typing import Any, Callable, Optional, Union
 
 import equinox as eqx
@@ -26,10 +27,12 @@ Data = tuple[Float[Array, "n in"], Float[Array, "n out"]]
 
 
 def check_data(data: Any, in_features: Optional[int], who: str = "fit") -> Data:
-    """Validate an ``(x, y)`` pair: 2-D float arrays, same length, non-empty, finite."""
+    """Validate an ``(x, y)`` pair: 2-D arrays (or array-likes such as nested lists), same length,
+    non-empty, finite; integer or boolean arrays are converted to float32, other dtypes raise."""
     if not isinstance(data, (tuple, list)) or len(data) != 2:
-        raise TypeError(f"{who}: data must be a pair (x, y), got {type(data).__name__}")
-    x, y = (jnp.asarray(a) for a in data)
+        raise TypeError(f"{who}: data must be a pair (x, y) of arrays (or pykan's dataset dict), "
+                        f"got {type(data).__name__}")
+    x, y = (_as_float_array(a, name, who) for a, name in zip(data, ("x", "y")))
     if x.ndim != 2 or y.ndim != 2:
         raise ValueError(f"{who}: x and y must be 2-D (n, features), got shapes {x.shape} and {y.shape}")
     if x.shape[0] == 0:
@@ -39,11 +42,42 @@ def check_data(data: Any, in_features: Optional[int], who: str = "fit") -> Data:
     if in_features is not None and x.shape[1] != in_features:
         raise ValueError(f"{who}: model expects {in_features} input features, x has {x.shape[1]}")
     for name, a in (("x", x), ("y", y)):
-        if not jnp.issubdtype(a.dtype, jnp.floating):
-            raise TypeError(f"{who}: {name} must be floating point, got dtype {a.dtype}")
         if not bool(jnp.all(jnp.isfinite(a))):
             raise ValueError(f"{who}: {name} contains NaN or inf")
     return x, y
+
+
+def _as_float_array(a: Any, name: str, who: str) -> Array:
+    if not isinstance(a, jax.Array):
+        try:
+            a = np.asarray(a)
+        except (TypeError, ValueError) as err:
+            raise TypeError(f"{who}: {name} must be an array or array-like of numbers ({err})") from None
+        if a.dtype.kind not in "fiub":
+            raise TypeError(f"{who}: {name} must be an array or array-like of numbers, got dtype {a.dtype}")
+    a = jnp.asarray(a)
+    if jnp.issubdtype(a.dtype, jnp.integer) or a.dtype == jnp.bool_:
+        return a.astype(jnp.float32)
+    if not jnp.issubdtype(a.dtype, jnp.floating):
+        raise TypeError(f"{who}: {name} must be floating point, got dtype {a.dtype}")
+    return a
+
+
+def dataset_pairs(data: Any, val_data: Any = None) -> tuple[Any, Any]:
+    """``(data, val_data)`` from pykan's dataset dict (``train_input``, ``train_label``, optional
+    ``val_input``/``val_label``, else ``test_input``/``test_label`` as the validation pair), or as given."""
+    if not isinstance(data, dict):
+        return data, val_data
+    missing = {"train_input", "train_label"} - set(data)
+    if missing:
+        raise KeyError(f"fit: dataset dict lacks {sorted(missing)}; pykan's keys are train_input, "
+                       "train_label, test_input, test_label")
+    if val_data is None:
+        for split in ("val", "test"):
+            if f"{split}_input" in data and f"{split}_label" in data:
+                val_data = (data[f"{split}_input"], data[f"{split}_label"])
+                break
+    return (data["train_input"], data["train_label"]), val_data
 
 
 def _model_in_features(model: Any) -> Optional[int]:
@@ -51,7 +85,10 @@ def _model_in_features(model: Any) -> Optional[int]:
     return widths[0] if widths else None
 
 
-def mse(pred: Array, target: Array) -> Array:
+def mse(pred: Float[Array, "..."], target: Float[Array, "..."]) -> Float[Array, ""]:
+    """Mean squared error over all elements; shapes must match (no broadcasting)."""
+    if pred.shape != target.shape:
+        raise ValueError(f"mse: prediction shape {pred.shape} differs from target shape {target.shape}")
     return jnp.mean((pred - target) ** 2)
 
 
@@ -66,6 +103,7 @@ def _make_optimizer(optimizer: Union[str, optax.GradientTransformation], learnin
                     weight_decay: float) -> optax.GradientTransformation:
     if not isinstance(optimizer, str):
         return optimizer
+    optimizer = optimizer.lower()
     if optimizer == "adam":
         return optax.adam(learning_rate)
     if optimizer == "adamw":
@@ -128,9 +166,22 @@ def _has_grid(model: Any) -> bool:
     return any(hasattr(getattr(layer, "basis", None), "grid") for layer in getattr(model, "layers", ()))
 
 
+def _output_width_check(model: Any, x: Array, y: Array, loss_fn: Callable) -> None:
+    """With an elementwise loss (mse), y must have the model's output shape: no silent broadcasting."""
+    if loss_fn is not mse:
+        return
+    out = jax.eval_shape(model, x[:1])
+    if tuple(out.shape[1:]) != tuple(y.shape[1:]):
+        raise ValueError(f"fit: the model outputs {out.shape[-1]} values per sample but y has "
+                         f"{y.shape[-1]} columns (y shape {tuple(y.shape)}); give y of shape (n, {out.shape[-1]})")
+
+
+DIVERGENCE_ACTIONS = ("restore", "warn", "raise")
+
+
 def fit(
     model: Any,
-    data: Data,
+    data: Data | dict,
     *,
     steps: int = 100,
     optimizer: Union[str, optax.GradientTransformation] = "adam",
@@ -149,34 +200,51 @@ def fit(
     lbfgs_iterations: int = 20,
     patience: Optional[int] = None,
     eval_every: int = 1,
+    on_divergence: str = "restore",
+    divergence_factor: float = 10.0,
     progress: bool = True,
     key: Optional[PRNGKeyArray] = None,
 ) -> tuple[Any, dict[str, list[float]]]:
     """Train ``model`` on ``data = (x, y)`` with shapes ``(n, in)``, ``(n, out)``.
 
-    optimizer: "adam", "adamw", "lbfgs" (full batch, optax.lbfgs with zoom line search; each step runs
-        ``lbfgs_iterations`` iterations, like one torch ``LBFGS.step`` in pykan) or any optax
+    data: an ``(x, y)`` pair of arrays or array-likes, or pykan's dataset dict (``train_input``,
+        ``train_label``; its ``test_input``/``test_label`` become ``val_data`` unless given: pykan
+        reports that split as "test", here it is what ``patience`` monitors).
+    optimizer: "adam", "adamw", "lbfgs" (any case; full batch, optax.lbfgs with zoom line search; each
+        step runs ``lbfgs_iterations`` iterations, like one torch ``LBFGS.step`` in pykan) or any optax
         transformation. ``batch_size=None`` uses the full batch; otherwise a random mini-batch per step.
     lamb: weight of the sparsity regulariser (pykan's ``lamb``; ``lamb_l1`` and ``lamb_entropy`` inside).
     update_grid: for grid bases, re-fit the grids to the training inputs every ``grid_update_every``
         steps before ``stop_grid_update_step`` (pykan's schedule), keeping the edge functions.
     patience: stop when the validation loss (train loss without ``val_data``) has not improved for this
-        many evaluations, and return the best model seen.
-    Returns ``(model, history)``; history has "step", "train_loss" (loss without the regulariser),
-    "reg" and, with ``val_data``, "val_loss".
+        many evaluations, and return the best model seen (the parameters that loss was measured at).
+    on_divergence: what happens when the loss becomes NaN/inf, or the returned model's loss (validation
+        loss with ``val_data``, else full-batch training loss, measured after the last update) ends above
+        ``divergence_factor`` times the best seen: "restore" (default) warns and returns the best
+        parameters seen, "warn" warns and returns the last ones, "raise" raises FloatingPointError.
+    Returns ``(model, history)``; history has "step", "train_loss" (loss without the regulariser, at the
+    parameters the step started from for first-order optimizers, after the step for L-BFGS), "reg",
+    with ``val_data`` "val_loss", and "final_loss": ``[loss of the returned model]`` (validation loss
+    with ``val_data``, else training loss).
     """
+    data, val_data = dataset_pairs(data, val_data)
     if steps < 0:
         raise ValueError(f"fit: steps must be >= 0, got {steps}")
+    if on_divergence not in DIVERGENCE_ACTIONS:
+        raise ValueError(f"fit: on_divergence must be one of {DIVERGENCE_ACTIONS}, got {on_divergence!r}")
     x, y = check_data(data, _model_in_features(model), "fit")
+    _output_width_check(model, x, y, loss_fn)
     if val_data is not None:
         val_x, val_y = check_data(val_data, _model_in_features(model), "fit (val_data)")
+        if val_y.shape[1:] != y.shape[1:]:
+            raise ValueError(f"fit: val_data's y has shape {tuple(val_y.shape)}, training y {tuple(y.shape)}")
     n = x.shape[0]
     if batch_size is not None and not 1 <= batch_size:
         raise ValueError(f"fit: batch_size must be >= 1, got {batch_size}")
     if lamb < 0:
         raise ValueError(f"fit: lamb must be >= 0, got {lamb}")
     use_batches = batch_size is not None and batch_size < n
-    is_lbfgs = optimizer == "lbfgs"
+    is_lbfgs = isinstance(optimizer, str) and optimizer.lower() == "lbfgs"
     if is_lbfgs and use_batches:
         raise ValueError("fit: L-BFGS is full-batch; leave batch_size=None")
     key = jax.random.PRNGKey(0) if key is None else key
@@ -184,6 +252,7 @@ def fit(
     objective = _Objective(loss_fn, float(lamb), float(lamb_l1), float(lamb_entropy))
     step_fn = functools.partial(_lbfgs_step, iterations=int(lbfgs_iterations)) if is_lbfgs else _first_order_step
     grid_updates = update_grid and _has_grid(model)
+    monitor = (val_x, val_y) if val_data is not None else (x, y)
 
     params, static = eqx.partition(model, trainable_filter(model))
     opt_state = _strong_types(opt.init(params))
@@ -191,7 +260,7 @@ def fit(
     if val_data is not None:
         history["val_loss"] = []
     best = (np.inf, params, static)
-    bad_evals = 0
+    bad_evals, diverged_at = 0, None
     bar = tqdm(range(steps), disable=not progress, desc="fit", leave=False)
     for step in bar:
         if grid_updates and step % grid_update_every == 0 and step < stop_grid_update_step:
@@ -208,6 +277,7 @@ def fit(
             bx, by = x[idx], y[idx]
         else:
             bx, by = x, y
+        before = params
         params, opt_state, (loss, reg) = step_fn(objective, opt, params, static, opt_state, bx, by)
         if step % eval_every and step != steps - 1:
             continue
@@ -215,21 +285,37 @@ def fit(
         history["step"].append(step)
         history["train_loss"].append(loss)
         history["reg"].append(float(reg))
-        monitored = loss
-        if val_data is not None:
-            monitored = float(_evaluate(loss_fn, params, static, val_x, val_y))
-            history["val_loss"].append(monitored)
-        if not np.isfinite(loss):
-            raise FloatingPointError(f"fit: loss became {loss} at step {step}; lower the learning rate")
+        # The first-order step reports the loss at the parameters it started from; L-BFGS after its update.
+        monitored, measured_at = loss, (params if is_lbfgs else before)
+        if val_data is not None or (use_batches and patience is not None):
+            monitored, measured_at = float(_evaluate(loss_fn, params, static, *monitor)), params
+            if val_data is not None:
+                history["val_loss"].append(monitored)
+        if not (np.isfinite(loss) and np.isfinite(monitored)):
+            diverged_at = step
+            break
         bar.set_postfix(loss=f"{loss:.3e}", **({"val": f"{monitored:.3e}"} if val_data is not None else {}))
-        if patience is not None:
-            if monitored < best[0]:
-                best, bad_evals = (monitored, params, static), 0
-            else:
-                bad_evals += 1
-                if bad_evals >= patience:
-                    break
+        if monitored < best[0]:
+            best, bad_evals = (monitored, measured_at, static), 0
+        elif patience is not None:
+            bad_evals += 1
+            if bad_evals >= patience:
+                break
     bar.close()
-    if patience is not None and np.isfinite(best[0]):
-        params, static = best[1], best[2]
+    final = float(_evaluate(loss_fn, params, static, *monitor))
+    if patience is not None and best[0] < final:
+        params, static, final = best[1], best[2], best[0]
+    elif not np.isfinite(final) or (np.isfinite(best[0]) and final > divergence_factor * best[0] + 1e-8):
+        where = f"at step {diverged_at}" if diverged_at is not None else "after the last step"
+        message = (f"fit: training diverged {where}: the last loss is {final:.3e}, the best seen "
+                   f"{best[0]:.3e}; lower the learning rate")
+        if on_divergence == "raise":
+            raise FloatingPointError(message)
+        if on_divergence == "restore" and np.isfinite(best[0]):
+            params, static, final = best[1], best[2], best[0]
+            message += "; returning the best parameters seen (on_divergence='restore')"
+        elif on_divergence == "restore":
+            raise FloatingPointError(message + "; no finite loss was ever seen")
+        warnings.warn(message, RuntimeWarning, stacklevel=2)
+    history["final_loss"] = [final]
     return eqx.combine(params, static), history

@@ -84,3 +84,52 @@ def test_bad_options_raise(small_kan):
         fit(small_kan, train, steps=1, optimizer="lbfgs", batch_size=4, progress=False)
     with pytest.raises(TypeError, match="pair"):
         fit(small_kan, train[0], steps=1, progress=False)
+
+
+def _train_mse(model, data):
+    return float(jnp.mean((model(data[0]) - data[1]) ** 2))
+
+
+def test_patience_without_validation_returns_the_parameters_of_the_best_loss(small_kan):
+    train = _data(128)
+    model, hist = fit(small_kan, train, steps=12, learning_rate=10.0, patience=3, update_grid=False,
+                      on_divergence="warn", progress=False)
+    np.testing.assert_allclose(_train_mse(model, train), min(hist["train_loss"]), rtol=1e-4)
+    np.testing.assert_allclose(hist["final_loss"][0], min(hist["train_loss"]), rtol=1e-4)
+
+
+@pytest.mark.parametrize("optimizer, lr", [("adam", 1e6), ("sgd", 1e6)])
+def test_divergence_after_the_last_step_is_caught(small_kan, optimizer, lr):
+    train = _data(128)
+    opt = optax.sgd(lr) if optimizer == "sgd" else optimizer
+    with pytest.warns(RuntimeWarning, match="diverged"):
+        model, hist = fit(small_kan, train, steps=2, optimizer=opt, learning_rate=lr, update_grid=False,
+                          progress=False)
+    returned = _train_mse(model, train)
+    assert np.isfinite(returned) and returned <= min(hist["train_loss"]) * (1 + 1e-4)
+    assert hist["final_loss"][0] == pytest.approx(returned, rel=1e-4)
+    with pytest.raises(FloatingPointError, match="diverged"):
+        fit(small_kan, train, steps=2, optimizer=opt, learning_rate=lr, update_grid=False,
+            on_divergence="raise", progress=False)
+
+
+def test_y_with_the_wrong_width_is_refused(small_kan):
+    x, y = _data(16)
+    with pytest.raises(ValueError, match="outputs 1 values per sample but y has 2 columns"):
+        fit(small_kan, (x, jnp.concatenate([y, y], axis=1)), steps=1, progress=False)
+    with pytest.raises(ValueError, match="val_data"):
+        fit(small_kan, (x, y), val_data=(x, jnp.concatenate([y, y], axis=1)), steps=1, progress=False)
+
+
+def test_array_likes_pykan_dicts_and_optimizer_names_in_any_case(small_kan):
+    x, y = _data(32)
+    model, hist = fit(small_kan, (np.asarray(x).tolist(), np.asarray(y).tolist()), steps=2,
+                      optimizer="LBFGS", lbfgs_iterations=3, progress=False)
+    assert hist["final_loss"][0] < hist["train_loss"][0] * 1.001
+    dataset = {"train_input": x, "train_label": y, "test_input": x[:8], "test_label": y[:8]}
+    _, hist = fit(small_kan, dataset, steps=2, optimizer="Adam", progress=False)
+    assert len(hist["val_loss"]) == 2
+    with pytest.raises(KeyError, match="train_label"):
+        fit(small_kan, {"train_input": x}, steps=1, progress=False)
+    with pytest.raises(TypeError, match="array-like"):
+        fit(small_kan, (x, [["a"]] * 32), steps=1, progress=False)
