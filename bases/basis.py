@@ -26,7 +26,11 @@ _QUAD_W[[0, -1]] *= 0.5
 
 
 def check_last_dim(x: Array, expected: int, who: str) -> None:
-    """Raise a ValueError naming ``who`` unless ``x`` has shape ``(..., expected)``."""
+    """Raise a ValueError naming ``who`` unless ``x`` has shape ``(..., expected)`` (a TypeError for
+    a non-array such as a Python list: models are jitted, convert with ``jnp.asarray`` first)."""
+    if not hasattr(x, "ndim") or not hasattr(x, "dtype"):
+        raise TypeError(f"{who}: expected a JAX or NumPy array of shape (..., {expected}), got "
+                        f"{type(x).__name__}; convert it with jnp.asarray(x) first")
     if x.ndim == 0 or x.shape[-1] != expected:
         raise ValueError(
             f"{who}: expected input of shape (..., {expected}), got shape {tuple(x.shape)}"

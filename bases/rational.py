@@ -120,10 +120,12 @@ class Rational(Basis):
 
     @property
     def numerator_order(self) -> int:
+        """Degree of the numerator P (5 for KAT's P5/Q4)."""
         return self.numerator.shape[1] - 1
 
     @property
     def denominator_order(self) -> int:
+        """Degree of the denominator Q (4 for KAT's P5/Q4)."""
         return self.denominator.shape[1]
 
     def activation(self, x: Float[Array, "... d"]) -> Float[Array, "... d"]:

@@ -70,6 +70,7 @@ class SymbolicEdges(eqx.Module):
 
     @property
     def shape(self) -> tuple[int, int]:
+        """``(out, in)``: the edges of the layer this module belongs to."""
         return self.affine.shape[0], self.affine.shape[1]
 
     def __call__(self, x: Float[Array, "... in"]) -> Float[Array, "... out in"]:

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from bases import Basis, BSpline, check_last_dim
+from bases import Basis, BSpline, Chebyshev, Fourier, GaussianRBF, Rational, ReLUKAN, check_last_dim
 
 from .layer import KANLayer, _activation_second_moment
 from .mult import check_mult_nodes, layer_output_to_nodes
@@ -23,11 +23,37 @@ def _check_widths(widths: Sequence[int], who: str) -> tuple[int, ...]:
     return widths
 
 
+BASIS_NAMES = ("bspline", "rbf", "chebyshev", "fourier", "relukan", "rational")
+
+
+def basis_factory_from_name(name: str, grid_size: int, order: int,
+                            grid_range: tuple[float, float]) -> Callable[[int], Basis]:
+    """``in_features -> Basis`` for a basis name (case, "-" and "_" ignored): "bspline" (``grid_size``
+    intervals, ``order``), "rbf" (``grid_size`` Gaussian centres), "chebyshev" (degree ``grid_size``),
+    "fourier" (frequencies 1..``grid_size``), "relukan" (``grid_size``, ``order``), "rational" (P5/Q4,
+    one group per input)."""
+    key = str(name).lower().replace("-", "").replace("_", "")
+    makers = {
+        "bspline": lambda d: BSpline(d, grid_size, order, grid_range),
+        "rbf": lambda d: GaussianRBF(d, grid_size, grid_range),
+        "gaussianrbf": lambda d: GaussianRBF(d, grid_size, grid_range),
+        "chebyshev": lambda d: Chebyshev(d, grid_size, grid_range),
+        "fourier": lambda d: Fourier(d, grid_size),
+        "relukan": lambda d: ReLUKAN(d, grid_size, order, grid_range),
+        "rational": lambda d: Rational(d, d),
+    }
+    if key not in makers:
+        raise ValueError(f"KAN: unknown basis {name!r}; use one of {BASIS_NAMES} or a callable "
+                         "in_features -> bases.Basis")
+    return makers[key]
+
+
 class KAN(eqx.Module):
     """A stack of :class:`KANLayer` of sizes ``widths`` (e.g. ``[2, 5, 1]``): ``(..., w0) -> (..., w-1)``.
 
     ``basis_factory(in_features) -> Basis`` chooses the basis of every layer; by default a B-spline
-    with ``grid_size``, ``order`` and ``grid_range``.
+    with ``grid_size``, ``order`` and ``grid_range``. It may also be a basis name (``"rbf"``,
+    ``"chebyshev"``, ... see :func:`basis_factory_from_name`), built with the same three settings.
 
     ``mult_nodes`` (one count per hidden layer, default none) makes the last ``m`` nodes of a hidden
     layer multiplication nodes (pykan's MultKAN, Liu et al. 2024 "KAN 2.0"): the layer before outputs
@@ -43,7 +69,7 @@ class KAN(eqx.Module):
         widths: Sequence[int],
         *,
         key: PRNGKeyArray,
-        basis_factory: Optional[Callable[[int], Basis]] = None,
+        basis_factory: Optional[Callable[[int], Basis] | str] = None,
         grid_size: int = 5,
         order: int = 3,
         grid_range: tuple[float, float] = (-1.0, 1.0),
@@ -54,8 +80,11 @@ class KAN(eqx.Module):
     ):
         widths = _check_widths(widths, "KAN")
         self.mult_nodes = check_mult_nodes(widths, mult_nodes, "KAN")
-        if basis_factory is None:
-            basis_factory = lambda d: BSpline(d, grid_size, order, grid_range)
+        if basis_factory is None or isinstance(basis_factory, str):
+            basis_factory = basis_factory_from_name(basis_factory or "bspline", grid_size, order, grid_range)
+        elif not callable(basis_factory):
+            raise TypeError(f"KAN: basis_factory must be a basis name or a callable in_features -> "
+                            f"bases.Basis, got {type(basis_factory).__name__}")
         keys = jax.random.split(key, len(widths) - 1)
         outputs = [w + m for w, m in zip(widths[1:-1], self.mult_nodes)] + [widths[-1]]
         self.layers = tuple(
@@ -83,9 +112,11 @@ class KAN(eqx.Module):
         return acts
 
     def num_parameters(self) -> int:
+        """Trainable scalars of all layers (bases included; grids and masks are buffers, not counted)."""
         return sum(layer.num_parameters() for layer in self.layers)
 
     def flops(self) -> int:
+        """Forward FLOPs for one sample, summed over layers (see :meth:`KANLayer.flops`)."""
         return sum(layer.flops() for layer in self.layers)
 
 
@@ -127,6 +158,7 @@ class MLP(eqx.Module):
 
     @property
     def widths(self) -> tuple[int, ...]:
+        """Sizes ``(in, hidden..., out)``."""
         return (self.weights[0].shape[1],) + tuple(w.shape[0] for w in self.weights)
 
     @eqx.filter_jit
@@ -139,6 +171,7 @@ class MLP(eqx.Module):
         return x
 
     def num_parameters(self) -> int:
+        """Weights and biases of all layers."""
         return sum(w.size + b.size for w, b in zip(self.weights, self.biases))
 
     def flops(self, activation_flops: int = 14) -> int:

@@ -145,6 +145,7 @@ class Formula:
 
     @property
     def fn(self) -> Callable[[Array], Array]:
+        """The jitted callable ``(..., d) -> (...)`` of the formula (same as calling the Formula)."""
         return self._fn
 
     def __call__(self, x: Float[Array, "... d"]) -> Float[Array, "..."]:
@@ -165,6 +166,7 @@ class Formula:
             return np.full(x.shape[:1], np.nan)
 
     def latex(self) -> str:
+        """The formula as a LaTeX string (sympy's ``latex``)."""
         return sp.latex(self.expr)
 
     def __str__(self) -> str:

@@ -115,9 +115,11 @@ class Library:
 
     @property
     def complexities(self) -> tuple[float, ...]:
+        """Complexity of each function, in the order of ``names`` (pykan's scale: x is 1, sin 2, ...)."""
         return tuple(get_entry(n).complexity for n in self.names)
 
     def sympy(self, name: str, arg: sp.Expr) -> sp.Expr:
+        """The library function ``name`` applied to the sympy expression ``arg``."""
         return get_entry(name).sympy_fn(arg)
 
 

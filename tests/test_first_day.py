@@ -1,0 +1,84 @@
+"""First-day defects: basis names, array-likes, CLI arguments, warnings, docstrings of public callables."""
+
+import inspect
+import subprocess
+import sys
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import bases
+import kan
+import symbolic
+
+
+@pytest.mark.parametrize("name, cls", [("rbf", bases.GaussianRBF), ("Chebyshev", bases.Chebyshev),
+                                       ("fourier", bases.Fourier), ("ReLU-KAN", bases.ReLUKAN),
+                                       ("rational", bases.Rational), ("b_spline", bases.BSpline)])
+def test_basis_factory_accepts_names(name, cls):
+    model = kan.KAN([2, 2, 1], basis_factory=name, grid_size=4, key=jax.random.PRNGKey(0))
+    assert all(isinstance(layer.basis, cls) for layer in model.layers)
+    assert model(jnp.ones((3, 2))).shape == (3, 1)
+
+
+def test_bad_basis_factory_names_what_is_expected():
+    with pytest.raises(ValueError, match="unknown basis 'rbff'.*'rbf'"):
+        kan.KAN([2, 2, 1], basis_factory="rbff", key=jax.random.PRNGKey(0))
+    with pytest.raises(TypeError, match="basis name or a callable"):
+        kan.KAN([2, 2, 1], basis_factory=3, key=jax.random.PRNGKey(0))
+
+
+def test_python_list_input_gets_a_clear_error():
+    model = kan.KAN([2, 2, 1], key=jax.random.PRNGKey(0))
+    with pytest.raises(TypeError, match="got list; convert it with jnp.asarray"):
+        model([[0.1, 0.2]])
+
+
+@pytest.mark.parametrize("args, message", [(["demo", "--steps", "0"], "must be an integer >= 1"),
+                                           (["demo", "--steps", "-3"], "must be an integer >= 1")])
+def test_cli_rejects_non_positive_steps(args, message):
+    run = subprocess.run([sys.executable, "-m", "kan", *args], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and message in run.stderr
+
+
+def test_cli_help_describes_every_option():
+    run = subprocess.run([sys.executable, "-m", "kan", "demo", "--help"], capture_output=True, text=True,
+                         timeout=120)
+    for option in ("--steps", "--seed", "--no-progress"):
+        line = next(l for l in run.stdout.splitlines() if l.strip().startswith(option))
+        assert len(line.split()) > 2, f"{option} has no help text: {line!r}"
+
+
+def test_constant_refit_of_an_overflowing_template_warns_nothing():
+    from symbolic.constants import _Problem, _rmse, refit
+    import sympy as sp
+
+    a, x0 = sp.Symbol("a"), sp.Symbol("x_1")
+    problem = _Problem(sp.exp(a * x0 ** 2), (a,), np.array([800.0]), (x0,))
+    xs = np.linspace(-2, 2, 32)[:, None]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        refit(problem, np.array([800.0]), np.array([True]), xs, np.exp(xs[:, 0]), steps=2)
+        assert _rmse(np.full(3, np.inf), np.zeros(3)) == float("inf")
+
+
+def _public_callables():
+    for module in (kan, bases, symbolic):
+        for name in getattr(module, "__all__", []):
+            obj = getattr(module, name)
+            if inspect.isclass(obj):
+                yield f"{module.__name__}.{name}", obj
+                for attr, member in vars(obj).items():
+                    if not attr.startswith("_") and (inspect.isfunction(member) or isinstance(member, property)):
+                        yield f"{module.__name__}.{name}.{attr}", member
+            elif callable(obj):
+                yield f"{module.__name__}.{name}", obj
+
+
+def test_every_public_callable_has_a_docstring():
+    missing = sorted(name for name, obj in _public_callables()
+                     if not (inspect.getdoc(obj) or "").strip())
+    assert not missing, f"public callables without a docstring: {missing}"
