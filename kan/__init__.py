@@ -1,12 +1,13 @@
 """KAN layers, models, training, pruning and grid refinement (JAX + Equinox)."""
 
 from .afkan_layer import AFKANLayer
-from .fit import check_data, fit, mse
+from .data import create_dataset
+from .fit import check_data, dataset_pairs, fit, mse
 from .grid import refine, refit_basis, update_grid, update_layer_grid
 from .io import load, read_header, save
 from .group_layer import GroupKANLayer
 from .layer import KANLayer
-from .model import KAN, MLP
+from .model import BASIS_NAMES, KAN, MLP, basis_factory_from_name
 from .prune import drop_disconnected_nodes, prune, prune_edges, prune_nodes
 from .plot import plot, plot_edge
 from .selectable_layer import (SelectableKANLayer, SelectedKANLayer, Selection, anneal_temperature,
@@ -26,7 +27,11 @@ __all__ = [
     "GroupKANLayer",
     "KANLayer",
     "MLP",
+    "BASIS_NAMES",
     "attribution_scores",
+    "basis_factory_from_name",
+    "create_dataset",
+    "dataset_pairs",
     "check_data",
     "drop_disconnected_nodes",
     "fit",

@@ -16,6 +16,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from .data import create_dataset
 from .fit import fit
 from .grid import refine
 from .model import KAN
@@ -35,11 +36,9 @@ def hellokan_target(x: jax.Array) -> jax.Array:
 
 
 def make_dataset(fn, num_inputs: int, num_train: int = 1000, num_test: int = 1000, seed: int = 0):
-    """Inputs uniform on [-1, 1]^num_inputs, as pykan's ``create_dataset``."""
-    k_train, k_test = jax.random.split(jax.random.PRNGKey(seed))
-    x_train = jax.random.uniform(k_train, (num_train, num_inputs), minval=-1.0, maxval=1.0)
-    x_test = jax.random.uniform(k_test, (num_test, num_inputs), minval=-1.0, maxval=1.0)
-    return (x_train, fn(x_train)), (x_test, fn(x_test))
+    """Inputs uniform on [-1, 1]^num_inputs, as pykan's ``create_dataset``: ``((x, y), (x_test, y_test))``."""
+    d = create_dataset(fn, num_inputs, train_num=num_train, test_num=num_test, seed=seed)
+    return (d["train_input"], d["train_label"]), (d["test_input"], d["test_label"])
 
 
 @eqx.filter_jit

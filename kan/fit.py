@@ -7,6 +7,7 @@ updates, early stopping on the validation loss and a tqdm progress bar with the 
 from __future__ import annotations
 
 import functools
+import time
 import warnings
 from typing import Any, Callable, Optional, Union
 
@@ -261,8 +262,10 @@ def fit(
         history["val_loss"] = []
     best = (np.inf, params, static)
     bad_evals, diverged_at = 0, None
-    bar = tqdm(range(steps), disable=not progress, desc="fit", leave=False)
-    for step in bar:
+    bar = tqdm(total=steps, disable=not progress, desc="fit", leave=False, unit="step")
+    compile_note: dict[str, str] = {}
+    started = time.perf_counter()
+    for step in range(steps):
         if grid_updates and step % grid_update_every == 0 and step < stop_grid_update_step:
             model = _update_grid(eqx.combine(params, static), x, grid_eps)
             old_structure = jax.tree_util.tree_structure(params)
@@ -279,6 +282,13 @@ def fit(
             bx, by = x, y
         before = params
         params, opt_state, (loss, reg) = step_fn(objective, opt, params, static, opt_state, bx, by)
+        if step == 0 and progress:
+            # The first step includes XLA's compilation: restart the bar's clock so that steps/s and the
+            # ETA describe the compiled steps, and show the compile time beside them.
+            jax.block_until_ready(loss)
+            compile_note["first step"] = f"{time.perf_counter() - started:.1f}s"
+            bar.reset(total=steps)
+        bar.update(1)
         if step % eval_every and step != steps - 1:
             continue
         loss = float(loss)
@@ -294,7 +304,8 @@ def fit(
         if not (np.isfinite(loss) and np.isfinite(monitored)):
             diverged_at = step
             break
-        bar.set_postfix(loss=f"{loss:.3e}", **({"val": f"{monitored:.3e}"} if val_data is not None else {}))
+        bar.set_postfix(loss=f"{loss:.3e}", **({"val": f"{monitored:.3e}"} if val_data is not None else {}),
+                        **compile_note)
         if monitored < best[0]:
             best, bad_evals = (monitored, measured_at, static), 0
         elif patience is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
@@ -64,10 +66,21 @@ def drop_disconnected_nodes(model):
     return model
 
 
-def prune(model, x: Float[Array, "n in"], node_th: float = 1e-2, edge_th: float = 3e-2):
+def _active_edges(model) -> int:
+    return int(sum(np.asarray(layer.edge_mask).sum() for layer in model.layers))
+
+
+def prune(model, x: Float[Array, "n in"], node_th: float = 1e-2, edge_th: float = 3e-2, *,
+          verbose: bool = False):
     """``prune_nodes`` then ``prune_edges`` on the data ``x`` (pykan's ``prune``), then
-    ``drop_disconnected_nodes`` for hidden nodes left with only masked edges."""
+    ``drop_disconnected_nodes`` for hidden nodes left with only masked edges. ``verbose`` prints the
+    widths and active edges before and after, and the time taken."""
+    start = time.perf_counter()
     x = jnp.asarray(x)
     if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] != model.layers[0].in_features:
         raise ValueError(f"prune: expected x of shape (n>=1, {model.layers[0].in_features}), got {x.shape}")
-    return drop_disconnected_nodes(prune_edges(prune_nodes(model, x, node_th), x, edge_th))
+    pruned = drop_disconnected_nodes(prune_edges(prune_nodes(model, x, node_th), x, edge_th))
+    if verbose:
+        print(f"prune: widths {list(model.widths)} -> {list(pruned.widths)}, active edges "
+              f"{_active_edges(model)} -> {_active_edges(pruned)} ({time.perf_counter() - start:.1f} s)")
+    return pruned

@@ -11,6 +11,7 @@ actually takes on the data ``x`` given here (not on the last batch seen, pykan i
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Any, Optional, Sequence
 
 import equinox as eqx
@@ -102,8 +103,10 @@ def auto_symbolic(
     """Snap every active numeric edge (of ``layers``, default all) to its best library function.
 
     Ranking: see :func:`symbolic.fit_edges.choose`. Edges whose best R^2 is below ``min_r2`` stay
-    numeric (recorded with ``snapped=False``). Returns ``(model, records)``.
+    numeric (recorded with ``snapped=False``). ``verbose`` prints one line per edge and a summary with
+    the time taken. Returns ``(model, records)``.
     """
+    start = time.perf_counter()
     x = _check_model(model, x)
     lib = as_library(library)
     if num_points < 8:
@@ -125,6 +128,8 @@ def auto_symbolic(
             ys.append(phi[:, o, i])
     records: list[SnapRecord] = []
     if not edges:
+        if verbose:
+            print("auto_symbolic: no numeric edge left to snap")
         return model, records
     fits = fit_curves(np.stack(xs), np.stack(ys), lib)
     picks = choose(fits, complexity_weight, noise_floor, margin)
@@ -150,6 +155,10 @@ def auto_symbolic(
             print(f"layer {l} edge ({i} -> {o}): {fits.names[j]:<8s} R^2 = {r2:.6f} ({state})")
     for l in layer_ids:
         model = _set_layer_symbolic(model, l, SymbolicEdges(names[l], affine[l], active[l]))
+    if verbose:
+        done = [r for r in records if r.snapped]
+        print(f"auto_symbolic: snapped {len(done)} of {len(records)} edges "
+              f"({', '.join(sorted({r.name for r in done})) or 'none'}) in {time.perf_counter() - start:.1f} s")
     return model, records
 
 
