@@ -68,9 +68,7 @@ def run(steps: int = 50, seed: int = 0, progress: bool = True, verbose: bool = T
 
     model, _ = fit(model, train, steps=steps, optimizer="lbfgs", lamb=lamb, progress=progress)
     report("train [2,5,1] G=3 with reg")
-    model = prune(model, train[0])
-    if verbose:
-        print(f"pruned widths: {model.widths}")
+    model = prune(model, train[0], verbose=verbose)
     model, _ = fit(model, train, steps=steps, optimizer="lbfgs", progress=progress)
     report("prune + retrain")
     model = refine(model, 10, train[0])

@@ -82,3 +82,20 @@ def test_every_public_callable_has_a_docstring():
     missing = sorted(name for name, obj in _public_callables()
                      if not (inspect.getdoc(obj) or "").strip())
     assert not missing, f"public callables without a docstring: {missing}"
+
+
+def test_import_kan_loads_neither_matplotlib_nor_sympy():
+    code = "import sys, kan; print(sorted(m for m in ('matplotlib', 'sympy') if m in sys.modules))"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip() == "[]"
+
+
+def test_prune_and_auto_symbolic_say_what_they_did(capsys):
+    data = kan.create_dataset(lambda x: jnp.sin(x[:, :1]) + x[:, 1:], 2, train_num=64, test_num=8)
+    model = kan.KAN([2, 2, 1], key=jax.random.PRNGKey(0))
+    pruned = kan.prune(model, data["train_input"], verbose=True)
+    symbolic.auto_symbolic(pruned, data["train_input"], verbose=True)
+    out = capsys.readouterr().out
+    assert "prune: widths [2, 2, 1] ->" in out and "active edges 6 ->" in out
+    assert "auto_symbolic: snapped" in out and " s\n" in out
