@@ -7,287 +7,98 @@ edges mix the candidates with learnable selection weights
     p[d] = softmax(logits[d] / T)                               (C,)
     y_o  = sum_d sum_c p[d, c] sum_k W_c[o, d, k] F^c_k(x_d)  (+ w_base[o, d] b(x_d))  + bias_o
 
-Training follows the paper's three phases (full training, selective training, pruning):
-:func:`fit_selectable` first trains all spaces at the uniform mixture with the logits frozen, then
-trains the logits while the temperature ``T`` anneals (:func:`anneal_temperature`), so the mixture
-moves to one space per node while the weights adapt; a small ridge on the candidate weights removes the
-scale redundancy between ``p`` and ``W`` that would otherwise leave the logits without a signal (see
-:func:`fit_selectable`). :meth:`finalize` then keeps the most probable space of every node (its weights
-scaled by that node's final ``p``) and prunes the others: the result, :class:`SelectedKANLayer`,
+:func:`fit_selectable` chooses one space per node in one of two ways:
+
+``criterion="softmax"`` (the paper's rule): the paper's phases, full training, selective training and
+pruning. All spaces first train at the uniform mixture with the logits frozen, then the logits train
+while the temperature ``T`` anneals (:func:`anneal_temperature`), so the mixture moves to one space per
+node while the weights adapt; a small ridge on the candidate weights removes the scale redundancy
+between ``p`` and ``W`` that would otherwise leave the logits without a signal. The space of largest
+``p`` wins. It prefers whichever space the gradient path happens to favour, not the one that explains
+the node best: in ``python -m benchmarks.skan_selection`` it picks the planted family of a node about
+as often as chance.
+
+``criterion="refit"`` (the default): a validation split of the training rows is held out; every
+candidate space is refitted alone on every node's partial residual by ridge least squares
+(:mod:`kan.selectable_refit`, backfitting), after the data-driven placement search of the spaces that
+have placement parameters (:mod:`kan.selectable_spaces`). The node keeps the space that explains it
+with the fewest effective parameters (functions needed along its forward-stepwise path, plus searched
+placement parameters) among the fits whose held-out error is within one standard error (plus a
+round-off ``tolerance``) of the best. The chosen spaces are refitted on all training rows and
+installed (logits one-hot, other spaces' weights zero, base branch zero), so the layer, its
+:meth:`selection` and :meth:`finalize` agree. Only the data passed to :func:`fit_selectable` is used.
+
+By default (``adapt=True``) candidate grids and frequencies are first placed on the range of each
+node's training inputs (:func:`kan.selectable_spaces.adapt_basis`), so inputs in ``[-2, 2]`` or
+``[0, 10]`` work as well as ``[-1, 1]``. :meth:`finalize` keeps the most probable space of every node (its
+weights scaled by that node's final ``p``) and prunes the others: the result, :class:`SelectedKANLayer`,
 evaluates one space per node. The base branch and bias are shared by all spaces (not part of the choice).
 """
 
 from __future__ import annotations
 
 import functools
-import math
-from typing import Callable, NamedTuple, Optional, Sequence, Union
+import os
+from typing import Any, Optional, Union
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jaxtyping import Array, Float, Int, PRNGKeyArray
+from jaxtyping import Array, Float, PRNGKeyArray
 
-from bases import (Basis, BSpline, Chebyshev, Fourier, GaussianRBF, Rational, ReLUKAN, buffer_field,
-                   check_last_dim, count_parameters, trainable_filter)
+from bases import trainable_filter
 
-from .layer import KANLayer, _activation_second_moment
+from .selectable_core import (Candidate, SelectableKANLayer, SelectedKANLayer, Selection, _candidate_weight_norm,
+                              _logit_leaves, _selectable_layers, anneal_temperature, set_temperature, split_rows)
+from .selectable_spaces import CANDIDATES, InputAffine, adapt_basis, nice_ranges
 
-#: name -> basis factory ``f(in_features) -> Basis`` for candidates given by name.
-CANDIDATES: dict[str, Callable[[int], Basis]] = {
-    "bspline": lambda d: BSpline(d),
-    "rbf": lambda d: GaussianRBF(d),
-    "fourier": lambda d: Fourier(d, 3),
-    "chebyshev": lambda d: Chebyshev(d),
-    "relu_kan": lambda d: ReLUKAN(d),
-    "rational": lambda d: Rational(d, num_groups=d),
-}
-Candidate = Union[str, tuple[str, Callable[[int], Basis]]]
-# One compiled quadrature per basis type and size (much faster than op-by-op dispatch at init).
-_trace_sum = eqx.filter_jit(lambda basis: jnp.sum(basis.gaussian_second_moment_trace()))
+CRITERIA = ("refit", "softmax")
+
+__all__ = ["CANDIDATES", "CRITERIA", "Candidate", "InputAffine", "SelectableKANLayer", "SelectedKANLayer",
+           "Selection", "adapt_basis", "anneal_temperature", "fit_selectable", "nice_ranges", "plot_selection",
+           "set_temperature", "split_rows"]
 
 
-def _resolve(candidates: Sequence[Candidate], in_features: int) -> tuple[tuple[str, ...], tuple[Basis, ...]]:
-    if isinstance(candidates, (str, bytes)) or len(candidates) == 0:
-        raise ValueError("SelectableKANLayer: candidates must be a non-empty list of names or "
-                         f"(name, factory) pairs; got {candidates!r}")
-    names, bases = [], []
-    for cand in candidates:
-        if isinstance(cand, str):
-            if cand not in CANDIDATES:
-                raise ValueError(f"SelectableKANLayer: unknown candidate {cand!r}; valid names: "
-                                 f"{', '.join(CANDIDATES)} (or pass a (name, factory) pair)")
-            name, factory = cand, CANDIDATES[cand]
-        elif isinstance(cand, tuple) and len(cand) == 2 and isinstance(cand[0], str) and callable(cand[1]):
-            name, factory = cand
-        else:
-            raise TypeError(f"SelectableKANLayer: a candidate is a name or a (name, factory) pair, got {cand!r}")
-        basis = factory(in_features)
-        if not isinstance(basis, Basis) or basis.in_features != in_features:
-            raise ValueError(f"SelectableKANLayer: factory of {name!r} must return a bases.Basis with "
-                             f"in_features={in_features}, got {basis!r}")
-        names.append(name)
-        bases.append(basis)
-    if len(set(names)) != len(names):
-        raise ValueError(f"SelectableKANLayer: candidate names must be unique, got {names}")
-    return tuple(names), tuple(bases)
+def plot_selection(selection: Selection, path: Optional[Union[str, os.PathLike]] = None, *,
+                   ax: Any = None) -> "matplotlib.figure.Figure":  # noqa: F821
+    """Heat map of the selection (nodes x candidate spaces), the chosen space outlined in red.
 
-
-class Selection(NamedTuple):
-    """Which space each input node chose: ``names[d]``, ``index[d]`` into ``candidates``, its selection
-    weight ``weight[d]`` and all weights ``probabilities[d, c]`` at the layer's current temperature."""
-
-    candidates: tuple[str, ...]
-    names: tuple[str, ...]
-    index: np.ndarray
-    weight: np.ndarray
-    probabilities: np.ndarray
-
-
-def plot_selection(selection: Selection, path: Optional[str] = None, *, ax=None):
-    """Heat map of the selection weights (nodes x candidate spaces), the chosen space outlined and
-    its weight printed. Draws on ``ax`` (or a new figure, saved to ``path`` when given); returns the axes."""
+    After the softmax criterion the colours and numbers are the selection weights; after a refit
+    they are ``log10`` of the relative held-out errors, the number in a cell being the effective
+    parameters the space needed at that node ("-": never within tolerance). Draws on ``ax`` or on a
+    new pyplot-free ``matplotlib.figure.Figure`` (the user's backend is left alone), saves it to
+    ``path`` only when one is given, and returns the Figure. matplotlib is imported here, not when
+    :mod:`kan` is imported.
+    """
     from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
 
-    p = np.asarray(selection.probabilities)
-    if ax is None:  # a pyplot-free figure: the user's backend is left alone
-        ax = Figure(figsize=(1.2 + 0.9 * p.shape[1], 0.8 + 0.45 * p.shape[0])).add_subplot()
-    ax.imshow(p, vmin=0.0, vmax=1.0, cmap="Blues", aspect="auto")
-    ax.set_xticks(range(p.shape[1]), selection.candidates, rotation=30)
-    ax.set_yticks(range(p.shape[0]), [f"x{d}" for d in range(p.shape[0])])
-    for d, (c, w) in enumerate(zip(selection.index, selection.weight)):
-        ax.add_patch(Rectangle((c - 0.5, d - 0.5), 1, 1, fill=False, lw=2, ec="red"))
-        ax.text(c, d, f"{w:.2f}", ha="center", va="center", fontsize=8)
-    ax.set_title("S-KAN selection")
+    refit = selection.heldout_error is not None
+    values = (np.log10(np.maximum(np.asarray(selection.heldout_error, float), 1e-12)) if refit
+              else np.asarray(selection.probabilities))
+    if ax is None:
+        ax = Figure(figsize=(1.2 + 0.9 * values.shape[1], 0.8 + 0.45 * values.shape[0])).add_subplot()
+    if refit:
+        image = ax.imshow(values, cmap="viridis_r", aspect="auto")
+    else:
+        image = ax.imshow(values, vmin=0.0, vmax=1.0, cmap="Blues", aspect="auto")
+    ax.figure.colorbar(image, ax=ax, label="log10 held-out error / variance" if refit else "selection weight")
+    ax.set_xticks(range(values.shape[1]), selection.candidates, rotation=30)
+    ax.set_yticks(range(values.shape[0]), [f"x{d}" for d in range(values.shape[0])])
+    for d in range(values.shape[0]):
+        for c in range(values.shape[1]):
+            if refit:
+                count = float(selection.parameters[d, c])
+                ax.text(c, d, f"{count:.0f}" if np.isfinite(count) else "-", ha="center", va="center", fontsize=7)
+            elif c == selection.index[d]:
+                ax.text(c, d, f"{selection.weight[d]:.2f}", ha="center", va="center", fontsize=8)
+        ax.add_patch(Rectangle((selection.index[d] - 0.5, d - 0.5), 1, 1, fill=False, lw=2, ec="red"))
+    ax.set_title(f"S-KAN selection ({selection.criterion})")
     if path is not None:
         ax.figure.savefig(path, bbox_inches="tight")
-    return ax
-
-
-class SelectableKANLayer(eqx.Module):
-    """S-KAN layer ``(..., in_features) -> (..., out_features)`` (see the module docstring).
-
-    ``candidates``: names from :data:`CANDIDATES` or ``(name, factory)`` pairs. Init is variance
-    preserving at the uniform start mixture (each space's weights are scaled by its basis second moment
-    and by ``1 / sqrt(sum_c p_c^2)``).
-    """
-
-    bases: tuple[Basis, ...]
-    weights: tuple[Float[Array, "out in k"], ...]
-    logits: Float[Array, "in c"]
-    base_weight: Optional[Float[Array, "out in"]]
-    bias: Float[Array, " out"]
-    temperature: Float[Array, ""] = buffer_field()
-    candidates: tuple[str, ...] = eqx.field(static=True)
-    base_activation: Optional[Callable[[Array], Array]] = eqx.field(static=True)
-    in_features: int = eqx.field(static=True)
-    out_features: int = eqx.field(static=True)
-
-    def __init__(
-        self,
-        in_features: int,
-        out_features: int,
-        candidates: Sequence[Candidate] = ("bspline", "rbf", "fourier", "chebyshev", "rational"),
-        *,
-        key: PRNGKeyArray,
-        base_activation: Optional[Callable[[Array], Array]] = jax.nn.silu,
-        temperature: float = 1.0,
-    ):
-        if in_features < 1 or out_features < 1:
-            raise ValueError(f"SelectableKANLayer: in_features and out_features must be >= 1, got "
-                             f"{in_features}, {out_features}")
-        if not (math.isfinite(temperature) and temperature > 0):
-            raise ValueError(f"SelectableKANLayer: temperature must be > 0, got {temperature}")
-        self.candidates, self.bases = _resolve(candidates, int(in_features))
-        self.in_features, self.out_features = int(in_features), int(out_features)
-        self.base_activation = base_activation
-        num = len(self.bases)
-        share = 0.5 if base_activation is not None else 1.0
-        mix = math.sqrt(num)  # 1 / sqrt(sum_c p_c^2) at the uniform start p_c = 1 / C
-        sizes = [b.num_functions for b in self.bases]
-        noise = jax.random.normal(key, (out_features, in_features, sum(sizes) + 1))  # one draw
-        starts = np.cumsum([0] + sizes)
-        self.weights = tuple(
-            mix * math.sqrt(share / max(float(_trace_sum(b)), 1e-12)) * noise[..., lo:hi]
-            for b, lo, hi in zip(self.bases, starts[:-1], starts[1:]))
-        self.logits = jnp.zeros((in_features, num))
-        if base_activation is not None:
-            std = math.sqrt(0.5 / (in_features * _activation_second_moment(base_activation)))
-            self.base_weight = std * noise[..., -1]
-        else:
-            self.base_weight = None
-        self.bias = jnp.zeros((out_features,))
-        self.temperature = jnp.asarray(temperature, jnp.float32)
-
-    def probabilities(self) -> Float[Array, "in c"]:
-        """Selection weights ``softmax(logits / T)`` of every node over the candidates."""
-        return jax.nn.softmax(self.logits / jax.lax.stop_gradient(self.temperature), axis=-1)
-
-    def __call__(self, x: Float[Array, "... in"], *, key: Optional[PRNGKeyArray] = None) -> Float[Array, "... out"]:
-        del key
-        check_last_dim(x, self.in_features, "SelectableKANLayer")
-        p = self.probabilities()
-        y = self.bias
-        for c, (basis, weight) in enumerate(zip(self.bases, self.weights)):
-            feats = basis(x) * p[:, c, None]
-            y = y + jnp.einsum("...dk,odk->...o", feats, weight)
-        if self.base_weight is not None:
-            y = y + self.base_activation(x) @ self.base_weight.T
-        return y
-
-    def with_temperature(self, temperature: Union[float, Array]) -> "SelectableKANLayer":
-        return eqx.tree_at(lambda m: m.temperature, self, jnp.asarray(temperature, jnp.float32))
-
-    def selection(self) -> Selection:
-        """The space each node would keep now (argmax of its selection weights), for inspection."""
-        p = np.asarray(self.probabilities())
-        index = p.argmax(axis=-1)
-        return Selection(self.candidates, tuple(self.candidates[i] for i in index), index,
-                         p[np.arange(self.in_features), index], p)
-
-    def finalize(self) -> "SelectedKANLayer":
-        """Keep each node's most probable space, weights scaled by its selection weight; drop the rest."""
-        sel = self.selection()
-        groups, indices, names = [], [], []
-        for c, name in enumerate(self.candidates):
-            idx = np.flatnonzero(sel.index == c)
-            if idx.size == 0:
-                continue
-            first = not groups
-            layer = KANLayer(int(idx.size), self.out_features, self.bases[c].select_inputs(idx),
-                             key=jax.random.PRNGKey(0), base_activation=self.base_activation, use_bias=first)
-            spline = self.weights[c][:, idx, :] * jnp.asarray(sel.weight[idx])[None, :, None]
-            layer = eqx.tree_at(lambda l: l.spline_weight, layer, spline)
-            if self.base_weight is not None:
-                layer = eqx.tree_at(lambda l: l.base_weight, layer, self.base_weight[:, idx])
-            if first:
-                layer = eqx.tree_at(lambda l: l.bias, layer, self.bias)
-            groups.append(layer)
-            indices.append(tuple(int(i) for i in idx))
-            names.append(name)
-        return SelectedKANLayer(tuple(groups), tuple(indices), tuple(names), self.in_features)
-
-    def num_parameters(self) -> int:
-        return count_parameters(self)
-
-    def flops(self) -> int:
-        """Forward FLOPs per sample while training: every candidate space is evaluated and mixed."""
-        d, o = self.in_features, self.out_features
-        total = sum(d * b.flops_per_input() + d * b.num_functions + 2 * d * b.num_functions * o
-                    for b in self.bases)
-        if self.base_weight is not None:
-            total += 5 * d + 2 * d * o
-        return total + o
-
-
-class SelectedKANLayer(eqx.Module):
-    """A finalised S-KAN layer: one :class:`KANLayer` per chosen space, each on the inputs
-    ``indices[g]`` that chose ``families[g]``; the output is the sum of the groups' outputs."""
-
-    groups: tuple[KANLayer, ...]
-    indices: tuple[tuple[int, ...], ...] = eqx.field(static=True)
-    families: tuple[str, ...] = eqx.field(static=True)
-    in_features: int = eqx.field(static=True)
-
-    def __call__(self, x: Float[Array, "... in"], *, key: Optional[PRNGKeyArray] = None) -> Float[Array, "... out"]:
-        del key
-        check_last_dim(x, self.in_features, "SelectedKANLayer")
-        return sum(g(x[..., list(idx)]) for g, idx in zip(self.groups, self.indices))
-
-    @property
-    def node_families(self) -> tuple[str, ...]:
-        """The space of every input node, in input order."""
-        out = [""] * self.in_features
-        for name, idx in zip(self.families, self.indices):
-            for i in idx:
-                out[i] = name
-        return tuple(out)
-
-    def edge_functions(self, x: Float[Array, "... in"]) -> Float[Array, "... out in"]:
-        """Every edge function ``phi_od(x_d)``, in the original input order."""
-        check_last_dim(x, self.in_features, "SelectedKANLayer.edge_functions")
-        out = jnp.zeros(x.shape[:-1] + (self.groups[0].out_features, self.in_features), x.dtype)
-        for g, idx in zip(self.groups, self.indices):
-            out = out.at[..., list(idx)].set(g.edge_functions(x[..., list(idx)]))
-        return out
-
-    def num_parameters(self) -> int:
-        return sum(g.num_parameters() for g in self.groups)
-
-    def flops(self) -> int:
-        return sum(g.flops() for g in self.groups)
-
-
-def _selectable_layers(model) -> list["SelectableKANLayer"]:
-    is_sel = lambda n: isinstance(n, SelectableKANLayer)
-    return [n for n in jax.tree_util.tree_leaves(model, is_leaf=is_sel) if is_sel(n)]
-
-
-def _logit_leaves(model) -> list[Array]:
-    return [layer.logits for layer in _selectable_layers(model)]
-
-
-def _candidate_weight_norm(model) -> Array:
-    return sum(sum(jnp.sum(w**2) for w in layer.weights) for layer in _selectable_layers(model))
-
-
-def anneal_temperature(step: Int[Array, ""], total_steps: int, t_start: float = 1.0,
-                       t_end: float = 0.05) -> Float[Array, ""]:
-    """Exponential schedule ``t_start * (t_end / t_start) ** (step / total_steps)`` (clipped at the end)."""
-    frac = jnp.clip(jnp.asarray(step, jnp.float32) / max(total_steps, 1), 0.0, 1.0)
-    return t_start * (t_end / t_start) ** frac
-
-
-def set_temperature(model, temperature: Union[float, Array]):
-    """``model`` with every :class:`SelectableKANLayer` inside set to ``temperature``."""
-    layers = _selectable_layers(model)
-    if not layers:
-        raise ValueError("set_temperature: the model contains no SelectableKANLayer")
-    t = jnp.asarray(temperature, jnp.float32)
-    return eqx.tree_at(lambda m: [n.temperature for n in _selectable_layers(m)], model, [t] * len(layers))
+    return ax.figure
 
 
 @functools.lru_cache(maxsize=16)
@@ -308,26 +119,29 @@ def _select_step(params, static, opt_state, x, y, temperature, logit_scale, ridg
     return optax.apply_updates(params, updates), opt_state, mse
 
 
-def fit_selectable(model, data: tuple[Array, Array], *, steps: int = 300, learning_rate: float = 1e-2,
-                   t_start: float = 1.0, t_end: float = 0.05, warmup: float = 1 / 3, ridge: float = 1e-3):
-    """Full-batch Adam on the mean squared error of ``model`` (any model holding selectable layers).
+def _is_stack(model: Any) -> bool:
+    return hasattr(model, "layers") and callable(getattr(model, "activations", None))
 
-    Schedule: for the first ``warmup`` fraction of the steps the selection logits are frozen at the
-    uniform mixture (temperature ``t_start``) so every space first learns its part of the fit; then
-    the logits train while the temperature anneals to ``t_end`` (:func:`anneal_temperature`).
-    ``ridge`` adds ``ridge * sum ||W_c||^2`` over the candidate weights. Without it the mixture is
-    redundant (scaling ``W_c`` up and ``p_c`` down gives the same function, so at a fitted ``W`` the
-    logit gradient vanishes); with it, ``dJ/dp_c = -2 ridge ||W_c||^2 / p_c`` at the fitted weights,
-    so the space that carries the fit grows its weight and the choice is driven by the data.
-    Returns ``(model, history)`` with "train_loss" (MSE) and "temperature"; the model ends at ``t_end``.
-    """
-    from .fit import check_data
 
-    x, y = check_data(data, None, "fit_selectable")
-    if steps < 2 or not (t_start > 0 and t_end > 0) or not 0 <= warmup < 1 or ridge < 0:
-        raise ValueError(f"fit_selectable: need steps >= 2, positive temperatures, 0 <= warmup < 1 and "
-                         f"ridge >= 0; got steps={steps}, t_start={t_start}, t_end={t_end}, "
-                         f"warmup={warmup}, ridge={ridge}")
+def _set_layer(model: Any, index: int, layer: SelectableKANLayer) -> Any:
+    return eqx.tree_at(lambda m: m.layers[index], model, layer)
+
+
+def _adapt(model: Any, x: Array) -> Any:
+    """Every selectable layer placed on the range of its inputs (front to back for stacks)."""
+    if isinstance(model, SelectableKANLayer):
+        return model.adapt(x)
+    if _is_stack(model):
+        for l, layer in enumerate(model.layers):
+            if isinstance(layer, SelectableKANLayer):
+                model = _set_layer(model, l, layer.adapt(model.activations(x)[l]))
+    return model  # other containers: their layers' inputs are unknown, the spaces stay where they are
+
+
+def _softmax_fit(model, x, y, steps, learning_rate, t_start, t_end, warmup, ridge):
+    nan = lambda a: jnp.full_like(a, jnp.nan)  # a softmax fit voids the scores of an earlier refit
+    model = eqx.tree_at(lambda m: [f for n in _selectable_layers(m) for f in (n.heldout_error, n.parameters)],
+                        model, [nan(f) for n in _selectable_layers(model) for f in (n.heldout_error, n.parameters)])
     params, static = eqx.partition(set_temperature(model, t_start), trainable_filter(model))
     opt = _adam(float(learning_rate))
     opt_state, history = opt.init(params), {"train_loss": [], "temperature": []}
@@ -342,3 +156,76 @@ def fit_selectable(model, data: tuple[Array, Array], *, steps: int = 300, learni
         history["train_loss"].append(float(mse))
         history["temperature"].append(t)
     return set_temperature(eqx.combine(params, static), t_end), history
+
+
+def fit_selectable(model: Any, data: tuple[Float[Array, "n in"], Float[Array, "n out"]], *,
+                   criterion: str = "refit", adapt: bool = True, validation: float = 0.25,
+                   key: Optional[PRNGKeyArray] = None, steps: int = 300, learning_rate: float = 1e-2,
+                   t_start: float = 1.0, t_end: float = 0.05, warmup: float = 1 / 3, ridge: float = 1e-3,
+                   z: float = 1.0, tolerance: float = 1e-5, refit_ridge: float = 1e-6, rounds: int = 3,
+                   search: bool = True) -> tuple[Any, dict]:
+    """Fit ``model`` to ``data = (x (n, in), y (n, out))`` and choose one space per selectable node.
+
+    ``model``: a :class:`SelectableKANLayer`, a stack with ``.layers`` and ``.activations`` (e.g. a
+    ``kan.KAN`` whose layers are selectable layers) or, for ``criterion="softmax"``, any model holding
+    selectable layers. ``adapt`` first places every candidate space on its node's input range
+    (:meth:`SelectableKANLayer.adapt`; for stacks front to back on the activations at the start).
+
+    ``criterion="softmax"`` (the S-KAN paper's rule): full-batch Adam on the mean squared error. For
+    the first ``warmup`` fraction of the ``steps`` the selection logits are frozen at the uniform
+    mixture (temperature ``t_start``) so every space first learns its part of the fit; then the
+    logits train while the temperature anneals to ``t_end`` (:func:`anneal_temperature`). ``ridge``
+    adds ``ridge * sum ||W_c||^2`` over the candidate weights. Without it the mixture is redundant
+    (scaling ``W_c`` up and ``p_c`` down gives the same function, so at a fitted ``W`` the logit
+    gradient vanishes); with it, ``dJ/dp_c = -2 ridge ||W_c||^2 / p_c`` at the fitted weights, so the
+    space that carries the fit grows its weight. Each node keeps its space of largest ``p``.
+
+    ``criterion="refit"`` (default): ``round(validation * n)`` rows (drawn with ``key``, default
+    ``PRNGKey(0)``) are held out and every node's space is chosen on them by
+    :meth:`SelectableKANLayer.refit` (``z``, ``tolerance``, ``refit_ridge``, ``rounds``, ``search``; see
+    :mod:`kan.selectable_refit`). A single layer needs no gradient steps. A stack is first trained
+    with the softmax schedule on the training rows; then its selectable layers are refitted front to
+    back, each on its inputs in the current stack, the last one to ``y`` and the others to the
+    outputs they had after training.
+
+    Returns ``(model, history)``: "train_loss" (per step for the softmax schedule; for a refitted
+    single layer one entry, the MSE on all of ``data``), "temperature" and "criterion".
+    """
+    from .fit import check_data
+
+    x, y = check_data(data, None, "fit_selectable")
+    if criterion not in CRITERIA:
+        raise ValueError(f"fit_selectable: unknown criterion {criterion!r}; valid: {', '.join(CRITERIA)}")
+    if steps < 2 or not (t_start > 0 and t_end > 0) or not 0 <= warmup < 1 or ridge < 0:
+        raise ValueError(f"fit_selectable: need steps >= 2, positive temperatures, 0 <= warmup < 1 and "
+                         f"ridge >= 0; got steps={steps}, t_start={t_start}, t_end={t_end}, "
+                         f"warmup={warmup}, ridge={ridge}")
+    if not _selectable_layers(model):
+        raise ValueError("fit_selectable: the model contains no SelectableKANLayer")
+    bare = isinstance(model, SelectableKANLayer)
+    if criterion == "refit" and not (bare or _is_stack(model)):
+        raise ValueError(f"fit_selectable: criterion='refit' needs a SelectableKANLayer or a stack with .layers "
+                         f"and .activations (e.g. kan.KAN); got {type(model).__name__} (use criterion='softmax')")
+    options = dict(z=z, tolerance=tolerance, ridge=refit_ridge, rounds=rounds, search=search)
+    train = split_rows(x.shape[0], validation, key) if criterion == "refit" else np.ones(x.shape[0], bool)
+    if adapt:
+        model = _adapt(model, x[train])
+    if criterion == "softmax":
+        model, history = _softmax_fit(model, x, y, steps, learning_rate, t_start, t_end, warmup, ridge)
+        return model, {**history, "criterion": criterion}
+    if bare:
+        model = model.refit(x, y, train=train, **options)
+        mse = float(jnp.mean((_apply(model, x) - y) ** 2))
+        return model, {"train_loss": [mse], "temperature": [float(model.temperature)], "criterion": criterion}
+    trained, history = _softmax_fit(model, x[train], y[train], steps, learning_rate, t_start, t_end, warmup, ridge)
+    trained_acts = trained.activations(x)
+    model, last = trained, len(trained.layers) - 1
+    for l, layer in enumerate(trained.layers):
+        if isinstance(layer, SelectableKANLayer):
+            target = y if l == last else layer(trained_acts[l])
+            refitted = model.layers[l].refit(model.activations(x)[l], target, train=train, **options)
+            model = _set_layer(model, l, refitted)
+    return model, {**history, "criterion": criterion}
+
+
+_apply = eqx.filter_jit(lambda model, x: model(x))
