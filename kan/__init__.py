@@ -10,12 +10,18 @@ from .layer import KANLayer
 from .model import BASIS_NAMES, KAN, MLP, basis_factory_from_name
 from .prune import drop_disconnected_nodes, prune, prune_edges, prune_nodes
 from .plot import plot, plot_edge
-from .selectable_layer import (SelectableKANLayer, SelectedKANLayer, Selection, anneal_temperature,
-                                fit_selectable, plot_selection, set_temperature)
+from .selectable_layer import (CANDIDATES, InputAffine, SelectableKANLayer, SelectedKANLayer, Selection,
+                               adapt_basis, anneal_temperature, fit_selectable, nice_ranges, plot_selection,
+                               set_temperature, split_rows)
 from .regularization import attribution_scores, sparsity_regularizer
 
 __all__ = [
     "AFKANLayer",
+    "CANDIDATES",
+    "InputAffine",
+    "adapt_basis",
+    "nice_ranges",
+    "split_rows",
     "SelectableKANLayer",
     "SelectedKANLayer",
     "Selection",

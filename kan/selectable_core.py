@@ -165,6 +165,7 @@ class SelectableKANLayer(eqx.Module):
         return y
 
     def with_temperature(self, temperature: Union[float, Array]) -> "SelectableKANLayer":
+        """The same layer with the selection softmax's temperature set to ``temperature``."""
         return eqx.tree_at(lambda m: m.temperature, self, jnp.asarray(temperature, jnp.float32))
 
     def adapt(self, x: Float[Array, "n in"]) -> "SelectableKANLayer":
@@ -252,6 +253,7 @@ class SelectableKANLayer(eqx.Module):
         return SelectedKANLayer(tuple(groups), tuple(indices), tuple(names), self.in_features)
 
     def num_parameters(self) -> int:
+        """Trainable scalars: every candidate space's weights, the logits, base weight and bias."""
         return count_parameters(self)
 
     def flops(self) -> int:
@@ -296,9 +298,11 @@ class SelectedKANLayer(eqx.Module):
         return out
 
     def num_parameters(self) -> int:
+        """Trainable scalars of the kept spaces (one per node)."""
         return sum(g.num_parameters() for g in self.groups)
 
     def flops(self) -> int:
+        """Forward FLOPs per sample: only each node's chosen space is evaluated."""
         return sum(g.flops() for g in self.groups)
 
 
