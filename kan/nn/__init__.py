@@ -1,0 +1,33 @@
+"""Transformer modules with KAN feed-forward blocks: attention, feed-forward of any layer kind,
+the pre-norm block, ViT / KAT (Yang & Wang 2024) and a decoder-only GPT.
+
+All modules map ``(..., seq, width)`` (any leading batch shape), use float32 parameters and compute
+in the dtype of their input (so a bf16 train step casts the parameters, not the code).
+"""
+
+from .attention import MultiHeadAttention, causal_mask
+from .block import TransformerBlock
+from .feedforward import FF_KINDS, FeedForward, hidden_width, make_feed_forward
+from .gpt import GPT, sample
+from .layers import LayerNorm, Linear, activation_second_moment
+from .vit import VIT_CONFIGS, VisionTransformer, patchify, vision_transformer, vit_config
+
+__all__ = [
+    "FF_KINDS",
+    "FeedForward",
+    "GPT",
+    "LayerNorm",
+    "Linear",
+    "MultiHeadAttention",
+    "TransformerBlock",
+    "VIT_CONFIGS",
+    "VisionTransformer",
+    "activation_second_moment",
+    "causal_mask",
+    "hidden_width",
+    "make_feed_forward",
+    "patchify",
+    "sample",
+    "vision_transformer",
+    "vit_config",
+]

@@ -1,0 +1,95 @@
+"""Multi-head scaled dot-product self-attention (Vaswani et al. 2017, arXiv 1706.03762).
+
+    q, k, v = split(x W_qkv^T + b_qkv)            (..., s, h, d/h) each
+    A = softmax(q k^T / sqrt(d/h) + mask)           (..., h, s, s), computed in float32
+    y = concat_h(A v) W_o^T + b_o                  (..., s, d)
+
+``causal=True`` masks every key after its query (decoder-only language models), so position ``t``'s
+output depends on positions ``<= t`` only.
+
+Init (variance preserving for a unit-variance, LayerNorm-ed input): ``W_qkv`` and ``W_o`` are
+``N(0, 1/d)``, so ``q . k / sqrt(d/h)`` has unit variance (the softmax starts neither flat nor
+one-hot) and ``y`` has at most the variance of ``v`` (an average of values).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Bool, Float, PRNGKeyArray
+
+from bases import check_last_dim
+
+from .layers import Linear
+
+
+def causal_mask(length: int) -> Bool[Array, "s s"]:
+    """``(s, s)`` boolean mask, True where key ``j <=`` query ``i``."""
+    return jnp.tril(jnp.ones((length, length), dtype=bool))
+
+
+class MultiHeadAttention(eqx.Module):
+    """Self-attention ``(..., seq, width) -> (..., seq, width)`` with ``num_heads`` heads.
+
+    Raises ValueError unless ``num_heads`` divides ``width``. ``mask`` (optional, broadcastable to
+    ``(..., heads, seq, seq)``, True = attend) is combined with the causal mask when ``causal``.
+    """
+
+    qkv: Linear
+    out: Linear
+    width: int = eqx.field(static=True)
+    num_heads: int = eqx.field(static=True)
+    causal: bool = eqx.field(static=True)
+
+    def __init__(self, width: int, num_heads: int, *, key: PRNGKeyArray, causal: bool = False,
+                 use_bias: bool = True):
+        width, num_heads = int(width), int(num_heads)
+        if width < 1 or num_heads < 1:
+            raise ValueError(f"MultiHeadAttention: width and num_heads must be >= 1, got {width}, {num_heads}")
+        if width % num_heads:
+            raise ValueError(f"MultiHeadAttention: num_heads={num_heads} must divide width={width}")
+        self.width, self.num_heads, self.causal = width, num_heads, bool(causal)
+        k_qkv, k_out = jax.random.split(key)
+        self.qkv = Linear(width, 3 * width, key=k_qkv, use_bias=use_bias)
+        self.out = Linear(width, width, key=k_out, use_bias=use_bias)
+
+    @property
+    def head_dim(self) -> int:
+        """Width of one head, ``width // num_heads``."""
+        return self.width // self.num_heads
+
+    def attention_weights(self, x: Float[Array, "... s d"],
+                          mask: Optional[Bool[Array, "..."]] = None) -> Float[Array, "... h s s"]:
+        """The softmax attention matrix per head (float32), for inspection and tests."""
+        q, k, _ = self._qkv(x)
+        return self._softmax(q, k, mask)
+
+    def _qkv(self, x: Array) -> tuple[Array, Array, Array]:
+        if x.ndim < 2:
+            raise ValueError(f"MultiHeadAttention: expected input (..., seq, {self.width}), got {tuple(x.shape)}")
+        check_last_dim(x, self.width, "MultiHeadAttention")
+        qkv = self.qkv(x).reshape(x.shape[:-1] + (3, self.num_heads, self.head_dim))
+        return qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :]  # (..., s, h, hd)
+
+    def _softmax(self, q: Array, k: Array, mask: Optional[Array]) -> Array:
+        scores = jnp.einsum("...qhd,...khd->...hqk", q, k).astype(jnp.float32)
+        scores = scores * (1.0 / jnp.sqrt(jnp.float32(self.head_dim)))
+        seq = q.shape[-3]
+        if self.causal:
+            cm = causal_mask(seq)
+            mask = cm if mask is None else jnp.logical_and(mask, cm)
+        if mask is not None:
+            scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
+        return jax.nn.softmax(scores, axis=-1)
+
+    def __call__(self, x: Float[Array, "... s d"], *, mask: Optional[Bool[Array, "..."]] = None,
+                 key: Optional[PRNGKeyArray] = None) -> Float[Array, "... s d"]:
+        """``key`` is unused (no dropout); accepted for a uniform calling convention."""
+        del key
+        q, k, v = self._qkv(x)
+        weights = self._softmax(q, k, mask).astype(v.dtype)
+        y = jnp.einsum("...hqk,...khd->...qhd", weights, v)
+        return self.out(y.reshape(x.shape))

@@ -1,0 +1,82 @@
+"""Pre-norm transformer block (Xiong et al. 2020, arXiv 2002.04745) with any feed-forward.
+
+    x = x + g1 * attn(LN1(x))
+    x = x + g2 * ffn(LN2(x))
+
+``ffn`` is a kind name (``"mlp"``, ``"grkan"``, ``"kan"``, ``"afkan"``: see :mod:`kan.nn.feedforward`)
+or any module mapping ``(..., width) -> (..., width)``. ``g1, g2`` are LayerScale gains (Touvron et
+al. 2021, CaiT), present only when ``layer_scale`` is given (a float start value); by default there are
+none, as in ViT/DeiT/KAT.
+
+At init each branch receives a LayerNorm-ed (unit variance) input and returns about unit variance,
+so the residual stream's variance grows by at most ~2 per block (linearly in depth, never
+geometrically); ``tests/test_nn.py`` measures it per block for a 12-block KAT-T.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Bool, Float, PRNGKeyArray
+
+from .attention import MultiHeadAttention
+from .feedforward import make_feed_forward
+from .layers import LayerNorm
+
+
+class TransformerBlock(eqx.Module):
+    """``(..., seq, width) -> (..., seq, width)``: pre-norm attention and feed-forward residual branches."""
+
+    norm1: LayerNorm
+    attn: MultiHeadAttention
+    norm2: LayerNorm
+    ffn: Any
+    gamma1: Optional[Float[Array, " d"]]
+    gamma2: Optional[Float[Array, " d"]]
+    width: int = eqx.field(static=True)
+
+    def __init__(
+        self,
+        width: int,
+        num_heads: int,
+        *,
+        key: PRNGKeyArray,
+        ffn: str | eqx.Module = "mlp",
+        causal: bool = False,
+        layer_scale: Optional[float] = None,
+        ffn_options: Optional[dict] = None,
+    ):
+        k_attn, k_ffn = jax.random.split(key)
+        self.width = int(width)
+        self.norm1 = LayerNorm(width)
+        self.attn = MultiHeadAttention(width, num_heads, key=k_attn, causal=causal)
+        self.norm2 = LayerNorm(width)
+        self.ffn = make_feed_forward(ffn, width, key=k_ffn, **(ffn_options or {}))
+        if layer_scale is None:
+            self.gamma1 = self.gamma2 = None
+        else:
+            if not float(layer_scale) > 0:
+                raise ValueError(f"TransformerBlock: layer_scale must be > 0 or None, got {layer_scale}")
+            self.gamma1 = jnp.full((self.width,), float(layer_scale), jnp.float32)
+            self.gamma2 = jnp.full((self.width,), float(layer_scale), jnp.float32)
+
+    def branches(self, x: Float[Array, "... s d"], *, mask: Optional[Bool[Array, "..."]] = None
+                 ) -> tuple[Float[Array, "... s d"], Float[Array, "... s d"], Float[Array, "... s d"]]:
+        """``(attention branch, feed-forward branch, block output)``, for variance diagnostics."""
+        a = self.attn(self.norm1(x), mask=mask)
+        if self.gamma1 is not None:
+            a = a * self.gamma1.astype(a.dtype)
+        x = x + a.astype(x.dtype)
+        f = self.ffn(self.norm2(x))
+        if self.gamma2 is not None:
+            f = f * self.gamma2.astype(f.dtype)
+        return a, f, x + f.astype(x.dtype)
+
+    def __call__(self, x: Float[Array, "... s d"], *, mask: Optional[Bool[Array, "..."]] = None,
+                 key: Optional[PRNGKeyArray] = None) -> Float[Array, "... s d"]:
+        """``key`` is unused (no dropout); accepted for a uniform calling convention."""
+        del key
+        return self.branches(x, mask=mask)[2]
