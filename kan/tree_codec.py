@@ -50,8 +50,30 @@ def _resolve(qualified: str, trusted: Iterable[str], where: str) -> Any:
     return obj
 
 
+def _public_name(obj: Any) -> Optional[str]:
+    """``"module:qualname"`` that imports back to ``obj`` itself, preferring the shortest public module
+    on its module's path (``kan:KANLayer`` over ``kan.layer:KANLayer``, ``equinox.nn:Linear`` over
+    ``equinox.nn._linear:Linear``), so checkpoints survive files moving inside a package; None if none."""
+    module, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
+    if not module or not qualname or "<" in qualname:
+        return None
+    parts = module.split(".")
+    candidates = [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
+    candidates = [c for c in candidates if not any(p.startswith("_") for p in c.split("."))] + [module]
+    for candidate in candidates:
+        try:
+            found = importlib.import_module(candidate)
+            for part in qualname.split("."):
+                found = getattr(found, part)
+        except (ImportError, AttributeError):
+            continue
+        if found is obj:
+            return f"{candidate}:{qualname}"
+    return None
+
+
 def _callable_name(fn: Callable) -> Optional[str]:
-    """``"module:qualname"`` that imports back to ``fn`` itself, public namespaces first; None if none."""
+    """A public importable name of ``fn`` (jax's public namespaces first); None if it has none."""
     name = getattr(fn, "__name__", None)
     if name and name != "<lambda>":
         for namespace in _PUBLIC_NAMESPACES:
@@ -60,21 +82,13 @@ def _callable_name(fn: Callable) -> Optional[str]:
                     return f"{namespace}:{name}"
             except ImportError:  # pragma: no cover - optional namespace missing
                 continue
-    module, qualname = getattr(fn, "__module__", None), getattr(fn, "__qualname__", None)
-    if module and qualname and "<" not in qualname:
-        try:
-            obj = importlib.import_module(module)
-            for part in qualname.split("."):
-                obj = getattr(obj, part)
-            if obj is fn:
-                return f"{module}:{qualname}"
-        except (ImportError, AttributeError):
-            pass
-    return None
+    return _public_name(fn)
 
 
 def _class_name(cls: type) -> str:
-    return f"{cls.__module__}:{cls.__qualname__}"
+    # A class without an importable name (defined inside a function) is still described, so that the
+    # checkpoint loads into a skeleton (``like=``); loading it alone then fails with a clear error.
+    return _public_name(cls) or f"{cls.__module__}:{cls.__qualname__}"
 
 
 def _set_fields(obj: Any) -> list[dataclasses.Field]:

@@ -142,3 +142,23 @@ def test_bfloat16_arrays_round_trip(tmp_path):
     assert loaded.spline_weight.dtype == jnp.bfloat16
     np.testing.assert_array_equal(np.asarray(loaded.spline_weight, np.float32),
                                   np.asarray(layer.spline_weight, np.float32))
+
+
+def test_classes_are_stored_by_their_public_name_and_local_ones_need_a_skeleton(tmp_path):
+    model = kan.KAN([2, 2, 1], key=jax.random.PRNGKey(0))
+    kan.save(tmp_path / "m.eqx", model)
+    tree = json.dumps(kan.read_header(tmp_path / "m.eqx")["tree"])
+    assert '"kan:KAN"' in tree and '"kan:KANLayer"' in tree and '"bases:BSpline"' in tree
+
+    class Local(eqx.Module):
+        weight: jax.Array
+
+        def __call__(self, x):
+            return x @ self.weight
+
+    local = Local(jnp.arange(4.0).reshape(2, 2))
+    kan.save(tmp_path / "local.eqx", local)
+    with pytest.raises(ValueError, match="not trusted.*like="):
+        kan.load(tmp_path / "local.eqx")
+    loaded = kan.load(tmp_path / "local.eqx", like=Local(jnp.zeros((2, 2))))
+    np.testing.assert_array_equal(np.asarray(loaded.weight), np.asarray(local.weight))
