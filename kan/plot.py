@@ -16,6 +16,8 @@ too many edges for any thumbnail are drawn as one line per edge).
 
 from __future__ import annotations
 
+import time
+
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence
@@ -138,7 +140,7 @@ def _layout(widths: Sequence[int], subnodes: Sequence[int], any_names: Sequence[
 
 def plot(model: Any, x: Float[Array, "n in"], path: str | Path | None = None, *,
          in_vars: Optional[Sequence[str]] = None, out_vars: Optional[Sequence[str]] = None,
-         title: Optional[str] = None, num_points: int = 64, dpi: int = 120) -> "Figure":
+         title: Optional[str] = None, num_points: int = 64, dpi: int = 120, verbose: bool = False) -> "Figure":
     """Draw ``model`` evaluated on the data ``x`` (shape ``(n, in)``, ``n >= 2``); returns the
     matplotlib ``Figure`` and also writes it to ``path`` (a PNG, or any format matplotlib infers from
     the suffix) when ``path`` is given.
@@ -152,10 +154,12 @@ def plot(model: Any, x: Float[Array, "n in"], path: str | Path | None = None, *,
 
     Each layer's edges form one row of thumbnails grouped under their input node, so thumbnails never
     overlap; the figure widens with the layer with the most edges (up to 36 inches, after which the
-    thumbnails shrink; below 0.08 inch a layer's edges are drawn as plain lines).
+    thumbnails shrink; below 0.08 inch a layer's edges are drawn as plain lines). ``verbose`` prints
+    what was drawn, where it was saved and the time taken.
     """
     from .plot_figure import KANFigure  # lazily: matplotlib without pyplot, the backend is left alone
 
+    start = time.perf_counter()
     x = _check(model, x)
     widths = tuple(model.widths)
     in_names = _var_names(in_vars, widths[0], "x", "in_vars")
@@ -230,6 +234,11 @@ def plot(model: Any, x: Float[Array, "n in"], path: str | Path | None = None, *,
     if title:
         ax.text(fig_w / 2, fig_h - _MARGIN, title, ha="center", va="top", fontsize=12)
     _save(fig, path, dpi)
+    if verbose:
+        drawn = sum(int((np.asarray(layer.edge_mask) > 0).sum()) for layer in model.layers)
+        where = f", saved to {path}" if path is not None else ""
+        print(f"plot: {drawn} edges of {list(widths)} drawn ({fig_w:.1f} x {fig_h:.1f} in){where} "
+              f"({time.perf_counter() - start:.1f} s)")
     return fig
 
 

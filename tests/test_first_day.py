@@ -96,6 +96,8 @@ def test_prune_and_auto_symbolic_say_what_they_did(capsys):
     model = kan.KAN([2, 2, 1], key=jax.random.PRNGKey(0))
     pruned = kan.prune(model, data["train_input"], verbose=True)
     symbolic.auto_symbolic(pruned, data["train_input"], verbose=True)
+    kan.plot(pruned, data["train_input"], verbose=True)
     out = capsys.readouterr().out
+    assert "plot: " in out and "edges of [2," in out
     assert "prune: widths [2, 2, 1] ->" in out and "active edges 6 ->" in out
     assert "auto_symbolic: snapped" in out and " s\n" in out
