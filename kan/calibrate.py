@@ -299,7 +299,7 @@ def _unknown_kind(obj: Any, path: str) -> str:
     at = f" at {path}" if path else ""
     return (f"calibrate: unknown layer kind {type(obj).__name__}{at}; it knows {', '.join(kinds)}, "
             "sequences of them (tuple, list, eqx.nn.Sequential) and parameter-free callables. "
-            "Use kan.calibrate.register_layer_kind to add one.")
+            "Add one with register_layer_kind (from kan.calibrate import register_layer_kind).")
 
 
 Visit = Callable[[Any, Array, str, int], tuple[Any, Array]]
