@@ -1,6 +1,7 @@
 """KAN layers, models, training, pruning and grid refinement (JAX + Equinox)."""
 
 from .afkan_layer import AFKANLayer
+from .calibrate import CalibrationRecord, calibrate, layer_variances, register_layer_kind
 from .data import create_dataset
 from .fit import check_data, dataset_pairs, fit, mse
 from .grid import refine, refit_basis, update_grid, update_layer_grid
@@ -34,6 +35,10 @@ __all__ = [
     "KANLayer",
     "MLP",
     "BASIS_NAMES",
+    "CalibrationRecord",
+    "calibrate",
+    "layer_variances",
+    "register_layer_kind",
     "attribution_scores",
     "basis_factory_from_name",
     "create_dataset",
