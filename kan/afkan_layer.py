@@ -37,7 +37,9 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from bases import ActivationPair, check_last_dim, count_parameters, gaussian_expectation, get_activation
+from bases import ActivationPair, check_last_dim, count_parameters, get_activation
+
+from .layer import _activation_second_moment
 
 REDUCTIONS = ("global_attn", "spatial_attn", "linear")
 NORMALIZATIONS = ("per_sample", "batch", "none")
@@ -94,7 +96,7 @@ class AFKANLayer(eqx.Module):
         self.reduction, self.normalization, self.activation = reduction, normalization, activation
         k = self.basis.num_functions
         k_w, k_u = jax.random.split(key)
-        act_moment = float(gaussian_expectation(lambda xs: act(xs[:, 0]) ** 2, 1))
+        act_moment = _activation_second_moment(act)  # compiled once per activation, not per layer
         self.weight = jax.random.normal(k_w, (out_features, in_features)) / np.sqrt(in_features * act_moment)
         self.norm_weight, self.norm_bias = jnp.ones((in_features,)), jnp.zeros((in_features,))
         self.score_weight = self.score_bias = self.conv_weight = self.conv_bias = self.temperature = None

@@ -100,7 +100,9 @@ class KANLayer(eqx.Module):
         return mask
 
     @eqx.filter_jit
-    def __call__(self, x: Float[Array, "... in"]) -> Float[Array, "... out"]:
+    def __call__(self, x: Float[Array, "... in"], *, key: Optional[PRNGKeyArray] = None) -> Float[Array, "... out"]:
+        """``(..., in) -> (..., out)``; ``key`` is unused (accepted so the layer drops into
+        ``eqx.nn.Sequential``)."""
         check_last_dim(x, self.in_features, "KANLayer")
         feats = self.basis(x)  # (..., in, k)
         mask = self._numeric_mask()

@@ -99,7 +99,8 @@ class KAN(eqx.Module):
         return tuple(layer.in_features for layer in self.layers) + (self.layers[-1].out_features,)
 
     @eqx.filter_jit
-    def __call__(self, x: Float[Array, "... in"]) -> Float[Array, "... out"]:
+    def __call__(self, x: Float[Array, "... in"], *, key: Optional[PRNGKeyArray] = None) -> Float[Array, "... out"]:
+        """``(..., in) -> (..., out)``; ``key`` is unused (accepted for ``eqx.nn.Sequential``)."""
         for l, layer in enumerate(self.layers):
             x = layer_output_to_nodes(self, l, layer(x))
         return x
@@ -162,7 +163,8 @@ class MLP(eqx.Module):
         return (self.weights[0].shape[1],) + tuple(w.shape[0] for w in self.weights)
 
     @eqx.filter_jit
-    def __call__(self, x: Float[Array, "... in"]) -> Float[Array, "... out"]:
+    def __call__(self, x: Float[Array, "... in"], *, key: Optional[PRNGKeyArray] = None) -> Float[Array, "... out"]:
+        """``(..., in) -> (..., out)``; ``key`` is unused (accepted for ``eqx.nn.Sequential``)."""
         check_last_dim(x, self.weights[0].shape[1], "MLP")
         for idx, (w, b) in enumerate(zip(self.weights, self.biases)):
             if idx > 0:

@@ -101,3 +101,11 @@ def test_prune_and_auto_symbolic_say_what_they_did(capsys):
     assert "plot: " in out and "edges of [2," in out
     assert "prune: widths [2, 2, 1] ->" in out and "active edges 6 ->" in out
     assert "auto_symbolic: snapped" in out and " s\n" in out
+
+
+def test_layers_and_models_drop_into_eqx_sequential():
+    import equinox as eqx
+
+    k = jax.random.split(jax.random.PRNGKey(0), 3)
+    seq = eqx.nn.Sequential([kan.KANLayer(2, 3, key=k[0]), kan.MLP([3, 2], key=k[1]), kan.KAN([2, 2, 1], key=k[2])])
+    assert seq(jnp.ones((4, 2)), key=k[0]).shape == (4, 1)
