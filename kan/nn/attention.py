@@ -4,6 +4,10 @@
     A = softmax(q k^T / sqrt(d/h) + mask)           (..., h, s, s), computed in float32
     y = concat_h(A v) W_o^T + b_o                  (..., s, d)
 
+There is no key bias: it would add ``q . b_k``, the same for every key, which the softmax removes, so
+its gradient is exactly zero (and Adam would amplify the rounding noise of that zero into steps of
+size ``lr``). Query and value biases are kept.
+
 ``causal=True`` masks every key after its query (decoder-only language models), so position ``t``'s
 output depends on positions ``<= t`` only.
 
@@ -39,6 +43,8 @@ class MultiHeadAttention(eqx.Module):
     """
 
     qkv: Linear
+    q_bias: Optional[Float[Array, " d"]]
+    v_bias: Optional[Float[Array, " d"]]
     out: Linear
     width: int = eqx.field(static=True)
     num_heads: int = eqx.field(static=True)
@@ -53,7 +59,9 @@ class MultiHeadAttention(eqx.Module):
             raise ValueError(f"MultiHeadAttention: num_heads={num_heads} must divide width={width}")
         self.width, self.num_heads, self.causal = width, num_heads, bool(causal)
         k_qkv, k_out = jax.random.split(key)
-        self.qkv = Linear(width, 3 * width, key=k_qkv, use_bias=use_bias)
+        self.qkv = Linear(width, 3 * width, key=k_qkv, use_bias=False)
+        self.q_bias = jnp.zeros((width,), jnp.float32) if use_bias else None
+        self.v_bias = jnp.zeros((width,), jnp.float32) if use_bias else None
         self.out = Linear(width, width, key=k_out, use_bias=use_bias)
 
     @property
@@ -71,8 +79,12 @@ class MultiHeadAttention(eqx.Module):
         if x.ndim < 2:
             raise ValueError(f"MultiHeadAttention: expected input (..., seq, {self.width}), got {tuple(x.shape)}")
         check_last_dim(x, self.width, "MultiHeadAttention")
-        qkv = self.qkv(x).reshape(x.shape[:-1] + (3, self.num_heads, self.head_dim))
-        return qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :]  # (..., s, h, hd)
+        qkv = self.qkv(x)
+        q, k, v = qkv[..., : self.width], qkv[..., self.width : 2 * self.width], qkv[..., 2 * self.width :]
+        if self.q_bias is not None:
+            q, v = q + self.q_bias.astype(q.dtype), v + self.v_bias.astype(v.dtype)
+        heads = x.shape[:-1] + (self.num_heads, self.head_dim)
+        return q.reshape(heads), k.reshape(heads), v.reshape(heads)  # (..., s, h, hd)
 
     def _softmax(self, q: Array, k: Array, mask: Optional[Array]) -> Array:
         scores = jnp.einsum("...qhd,...khd->...hqk", q, k).astype(jnp.float32)
