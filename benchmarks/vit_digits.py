@@ -2,6 +2,7 @@
 
     python -m benchmarks.vit_digits [--seeds 3] [--epochs 40] [--out benchmarks/results/vit_digits]
     python -m benchmarks.vit_digits --quick        # smoke run: 1 seed, 2 epochs
+    python -m benchmarks.vit_digits --coordinator host0:12355 --num-processes 2 --process-id 0   # host 0 of 2
 
 Both models are the same transformer (2x2 patches -> 16 tokens + class token, same depth, width and
 heads) and differ only in the feed-forward: ``"mlp"`` (ViT, GELU) or ``"grkan"`` (KAT: rational ->
@@ -168,7 +169,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/vit_digits"))
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 seed, 2 epochs, depth 1")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--coordinator", help="host:port of process 0, to train on several hosts")
+    parser.add_argument("--num-processes", type=int, default=1)
+    parser.add_argument("--process-id", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.coordinator:  # before any other JAX call
+        jax.distributed.initialize(coordinator_address=args.coordinator, num_processes=args.num_processes,
+                                   process_id=args.process_id)
     if args.quick:
         args.seeds, args.epochs, args.depth = 1, 2, 1
     args.seed_list = list(range(args.seeds))
@@ -179,8 +186,10 @@ def main(argv: list[str] | None = None) -> None:
     for seed in args.seed_list:  # interleave the contenders seed by seed
         runs.append(run_one("KAT (GR-KAN)", "grkan", kat_hidden, seed, data, args))
         runs.append(run_one("ViT (MLP)", "mlp", vit_hidden, seed, data, args))
-    print(write_outputs(runs, args.out, args, time.perf_counter() - start))
-    print(f"wrote {args.out}/curves.csv, summary.csv, summary.md, curves.png")
+    if jax.process_index() == 0:
+        print(write_outputs(runs, args.out, args, time.perf_counter() - start))
+        print(f"wrote {args.out}/curves.csv, summary.csv, summary.md, curves.png "
+              f"({jax.process_count()} process(es), {jax.device_count()} device(s))")
 
 
 if __name__ == "__main__":

@@ -19,16 +19,15 @@ def run(module, x):
 
 
 @pytest.mark.parametrize("kind", kan.nn.FF_KINDS)
-def test_feed_forward_and_block_shapes(kind, key):
-    ffn = kan.nn.FeedForward(W, H, kind=kind, key=key, num_groups=4)
-    block = kan.nn.TransformerBlock(W, HEADS, key=key, ffn=ffn)
+def test_block_keeps_shapes_for_every_feed_forward_kind(kind, key):
+    block = kan.nn.TransformerBlock(W, HEADS, key=key, ffn=kind, ffn_options=dict(hidden=H, num_groups=4)
+                                    if kind == "grkan" else dict(hidden=H))
+    assert isinstance(block.ffn, kan.nn.FeedForward) and block.ffn.kind == kind
     x = jax.random.normal(key, (2, 5, W))
-    for module in (ffn, block):
-        batched = run(module, x)
-        single = run(module, x[1])
-        assert batched.shape == (2, 5, W) and single.shape == (5, W)
-        np.testing.assert_allclose(batched[1], single, rtol=1e-5, atol=1e-5)
-        assert bool(jnp.all(jnp.isfinite(batched)))
+    batched, single = run(block, x), run(block, x[1])  # (batch, seq, d) and (seq, d)
+    assert batched.shape == (2, 5, W) and single.shape == (5, W)
+    np.testing.assert_allclose(batched[1], single, rtol=1e-5, atol=1e-5)
+    assert bool(jnp.all(jnp.isfinite(batched)))
 
 
 def test_causal_mask_hides_the_future(key):

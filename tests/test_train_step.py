@@ -85,6 +85,11 @@ MULTI_DEVICE_SCRIPT = textwrap.dedent(r"""
         o = kt.replicate(opt.init(params), mesh)
         p, o, metrics = step(p, o, kt.shard_batch((x[:8], y[:8]), mesh))
         out[name] = (kt.to_host(p), {k: float(v) for k, v in kt.to_host(metrics).items()})
+    try:
+        kt.shard_batch((x[:6], y[:6]), kt.data_mesh())
+        raise AssertionError("a batch of 6 on 4 devices must be refused")
+    except ValueError as err:
+        assert "multiple of the 4" in str(err)
     leaves = lambda t: jax.tree_util.tree_leaves(t)
     moved = [float(np.max(np.abs(a - b))) for a, b in zip(leaves(out["one"][0]), leaves(params))]
     diffs = [float(np.max(np.abs(a - b) / (np.abs(b) + 1e-6))) for a, b in zip(leaves(out["four"][0]), leaves(out["one"][0]))]

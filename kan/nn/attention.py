@@ -87,7 +87,7 @@ class MultiHeadAttention(eqx.Module):
         return q.reshape(heads), k.reshape(heads), v.reshape(heads)  # (..., s, h, hd)
 
     def _softmax(self, q: Array, k: Array, mask: Optional[Array]) -> Array:
-        scores = jnp.einsum("...qhd,...khd->...hqk", q, k).astype(jnp.float32)
+        scores = jnp.einsum("...qhd,...khd->...hqk", q, k, preferred_element_type=jnp.float32)
         scores = scores * (1.0 / jnp.sqrt(jnp.float32(self.head_dim)))
         seq = q.shape[-3]
         if self.causal:
