@@ -29,7 +29,7 @@ def test_warmup_cosine_schedule():
 
 
 def test_decay_mask_skips_rationals_biases_norms_and_embeddings(key):
-    model = kan.nn.vision_transformer("kat-micro", key=key, image_size=8, patch_size=2, channels=1,
+    model = kan.nn.vision_transformer("kat-micro", key=key, image_size=8, patch_size=2, channels=1, depth=1,
                                       num_classes=10, width=16, num_heads=2, ffn_options=dict(hidden=32, num_groups=4))
     params, _ = kt.partition(model)
     mask = kt.decay_mask(params)
@@ -68,7 +68,7 @@ MULTI_DEVICE_SCRIPT = textwrap.dedent(r"""
     assert jax.device_count() == 4, jax.devices()
     key = jax.random.PRNGKey(0)
     model = kan.nn.vision_transformer("kat-micro", key=key, image_size=8, patch_size=2, channels=1,
-                                      num_classes=10, width=16, num_heads=2,
+                                      num_classes=10, width=16, num_heads=2, depth=1,
                                       ffn_options=dict(hidden=32, num_groups=4))
     # a non-zero head, so that every parameter receives a gradient in the first step
     model = eqx.tree_at(lambda m: m.head.weight, model, 0.3 * jax.random.normal(key, (10, 16)))
@@ -85,6 +85,10 @@ MULTI_DEVICE_SCRIPT = textwrap.dedent(r"""
         o = kt.replicate(opt.init(params), mesh)
         p, o, metrics = step(p, o, kt.shard_batch((x[:8], y[:8]), mesh))
         out[name] = (kt.to_host(p), {k: float(v) for k, v in kt.to_host(metrics).items()})
+    mesh4 = kt.data_mesh()
+    evaluate = kt.make_eval_step(kt.classification_loss, static, mesh=mesh4)
+    eval_four = {k: float(v) for k, v in kt.to_host(evaluate(kt.replicate(params, mesh4),
+                                                             kt.shard_batch((x[:8], y[:8]), mesh4))).items()}
     try:
         kt.shard_batch((x[:6], y[:6]), kt.data_mesh())
         raise AssertionError("a batch of 6 on 4 devices must be refused")
@@ -106,7 +110,7 @@ MULTI_DEVICE_SCRIPT = textwrap.dedent(r"""
     ckpt = tempfile.mkdtemp()
     first = run(2, ckpt)
     resumed = run(5, ckpt)
-    json.dump({"loss_one": out["one"][1]["loss"], "loss_four": out["four"][1]["loss"],
+    json.dump({"eval_four": eval_four["loss"], "loss_one": out["one"][1]["loss"], "loss_four": out["four"][1]["loss"],
                "loss_bf16": out["bf16"][1]["loss"], "max_rel_param_diff": max(diffs),
                "min_param_move": min(moved), "straight": straight,
                "stopped": [h["loss"] for h in first.history], "resumed_steps": [h["step"] for h in resumed.history],
@@ -124,6 +128,7 @@ def test_data_parallel_step_matches_single_device_and_resume_continues():
     r = json.loads(proc.stdout.strip().splitlines()[-1])
     print(r)
     assert r["loss_four"] == pytest.approx(r["loss_one"], rel=1e-5)
+    assert r["eval_four"] == pytest.approx(r["loss_one"], rel=1e-5)  # the step reports the pre-update loss
     assert r["max_rel_param_diff"] < 1e-4 and r["min_param_move"] > 0  # every parameter moved
     assert r["loss_bf16"] == pytest.approx(r["loss_one"], rel=2e-2)
     assert r["stopped"] == pytest.approx(r["straight"][:2], rel=1e-6)

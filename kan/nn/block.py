@@ -49,6 +49,8 @@ class TransformerBlock(eqx.Module):
         layer_scale: Optional[float] = None,
         ffn_options: Optional[dict] = None,
     ):
+        if isinstance(ffn, eqx.Module) and ffn_options:
+            raise ValueError("TransformerBlock: ffn_options apply to a feed-forward kind name, not to a given module")
         k_attn, k_ffn = jax.random.split(key)
         self.width = int(width)
         self.norm1 = LayerNorm(width)
