@@ -12,7 +12,7 @@ with unit variance; otherwise the head starts at zero (first loss ``log vocab``)
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Optional
 
 import equinox as eqx
 import jax
