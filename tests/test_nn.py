@@ -13,9 +13,10 @@ W, H, HEADS = 16, 32, 2  # one set of shapes for most tests (few compilations)
 
 
 @eqx.filter_jit
-def run(module, x):
-    """One compiled call (eager op-by-op dispatch would compile every small op separately)."""
-    return module(x)
+def run_batched_and_single(module, x):
+    """``module`` on a batch and on its last element, in one compilation (eager op-by-op dispatch
+    would compile every small op separately)."""
+    return module(x), module(x[-1])
 
 
 @pytest.mark.parametrize("kind", kan.nn.FF_KINDS)
@@ -24,25 +25,28 @@ def test_block_keeps_shapes_for_every_feed_forward_kind(kind, key):
                                     if kind == "grkan" else dict(hidden=H))
     assert isinstance(block.ffn, kan.nn.FeedForward) and block.ffn.kind == kind
     x = jax.random.normal(key, (2, 5, W))
-    batched, single = run(block, x), run(block, x[1])  # (batch, seq, d) and (seq, d)
+    batched, single = run_batched_and_single(block, x)  # (batch, seq, d) and (seq, d)
     assert batched.shape == (2, 5, W) and single.shape == (5, W)
-    np.testing.assert_allclose(batched[1], single, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(batched[-1], single, rtol=1e-5, atol=1e-5)
     assert bool(jnp.all(jnp.isfinite(batched)))
 
 
 def test_causal_mask_hides_the_future(key):
-    model = kan.nn.GPT(11, 8, key=key, width=W, depth=2, num_heads=HEADS, ffn="grkan",
+    model = kan.nn.GPT(11, 8, key=key, width=W, depth=1, num_heads=HEADS, ffn="grkan",
                        ffn_options=dict(hidden=H, num_groups=4))
     # a non-zero head so the logits see the residual stream
     model = eqx.tree_at(lambda m: m.head.weight, model, jax.random.normal(key, (11, W)))
     tokens = jnp.array([1, 2, 3, 4, 5, 6, 7, 8]) % 11
-    base = run(model, tokens)
+
+    @eqx.filter_jit
+    def logits_and_weights(m, t):
+        return m(t), m.blocks[0].attn.attention_weights(m.embed(t))
+
+    base, weights = logits_and_weights(model, tokens)
     for t in (2, 5, 7):
-        changed = run(model, tokens.at[t].set((tokens[t] + 3) % 11))
+        changed, _ = logits_and_weights(model, tokens.at[t].set((tokens[t] + 3) % 11))
         np.testing.assert_array_equal(np.asarray(changed[:t]), np.asarray(base[:t]))
         assert float(jnp.max(jnp.abs(changed[t] - base[t]))) > 1e-6
-    attn = model.blocks[0].attn
-    weights = eqx.filter_jit(lambda a, x: a.attention_weights(x))(attn, model.embed(tokens))
     assert weights.shape == (HEADS, 8, 8)
     assert float(jnp.max(jnp.triu(weights, k=1))) == 0.0
 
@@ -52,7 +56,8 @@ def test_gpt_shapes_tied_embedding_and_sampling(key):
                        ffn_options=dict(hidden=H))
     assert model.head is None
     tokens = jnp.zeros((3, 6), jnp.int32)
-    assert run(model, tokens).shape == (3, 6, 11) and run(model, tokens[0]).shape == (6, 11)
+    batched, single = run_batched_and_single(model, tokens)
+    assert batched.shape == (3, 6, 11) and single.shape == (6, 11)
     out = kan.nn.sample(model, jnp.array([1, 2]), 9, key=key)  # runs past max_len
     assert out.shape == (11,) and int(out.max()) < 11
     untied = kan.nn.GPT(11, 8, key=key, width=W, depth=1, num_heads=HEADS, ffn_options=dict(hidden=H))
@@ -63,15 +68,15 @@ def test_gpt_shapes_tied_embedding_and_sampling(key):
 
 def test_vit_shapes_and_save_load(key, tmp_path):
     model = kan.nn.vision_transformer("kat-micro", key=key, image_size=8, patch_size=2, channels=1,
-                                      num_classes=10, width=W, num_heads=HEADS,
+                                      num_classes=10, width=W, num_heads=HEADS, depth=1,
                                       ffn_options=dict(hidden=H, num_groups=4))
     model = eqx.tree_at(lambda m: m.head.weight, model, jax.random.normal(key, (10, W)))
     images = jax.random.normal(key, (3, 8, 8, 1))
-    logits = run(model, images)
-    assert logits.shape == (3, 10) and run(model, images[0]).shape == (10,)
+    logits, single = run_batched_and_single(model, images)
+    assert logits.shape == (3, 10) and single.shape == (10,)
     kan.save(tmp_path / "vit.kan", model)
     loaded = kan.load(tmp_path / "vit.kan")
-    np.testing.assert_array_equal(np.asarray(run(loaded, images)), np.asarray(logits))
+    np.testing.assert_array_equal(np.asarray(run_batched_and_single(loaded, images)[0]), np.asarray(logits))
     with pytest.raises(ValueError, match="expected images"):
         model(jnp.zeros((3, 8, 8)))
 
