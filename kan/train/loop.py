@@ -115,7 +115,10 @@ class WindowBatches:
 @dataclasses.dataclass
 class TrainResult:
     """What :func:`train` returns: the float32 model, optimiser state, step reached, per-step history
-    (``step``, ``loss``, metrics, ``time``) and evaluations (``step`` and what ``eval_fn`` returned)."""
+    (``step``, ``loss``, ``grad_norm``, the loss function's metrics, and ``time``: seconds since the
+    start when the metrics were read, every ``log_every`` steps), evaluations (``step`` and what
+    ``eval_fn`` returned), the first step's time (compilation) and the throughput after it (items/s,
+    evaluation and checkpoint time excluded)."""
 
     model: Any
     opt_state: Any
