@@ -11,8 +11,8 @@ stay as they are:
    (``kan.check_data`` -> ``kan.fit.check_data``) are resolved first, while the submodule is still
    reachable.
 2. Sphinx roles (``:class:`KANLayer```, ``:func:`fit```, ...) become inline code.
-3. A class docstring that refers to "the module docstring" (``AFKANLayer``, ``SelectableKANLayer``)
-   gets that docstring appended: the API pages document the public names, not the modules they
+3. A class or function docstring that refers to "the module docstring" (``AFKANLayer``,
+   ``SelectableKANLayer``, ``symbolic.fit_curves``) gets that docstring appended: the API pages document the public names, not the modules they
    live in, so the text would otherwise not be on the page.
 """
 
@@ -52,8 +52,9 @@ class PackageDocs(griffe.Extension):
         shadowed = []
         for module in _modules(pkg):
             for member in list(module.members.values()):
-                if (not member.is_alias and member.is_class and member.docstring is not None
-                        and module.docstring is not None and "the module docstring" in member.docstring.value):
+                if (not member.is_alias and (member.is_class or member.is_function)
+                        and member.docstring is not None and module.docstring is not None
+                        and "module docstring" in member.docstring.value):
                     member.docstring.value += "\n\n" + module.docstring.value
             for name, target in module.imports.items():
                 member = module.members.get(name)

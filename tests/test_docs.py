@@ -101,10 +101,12 @@ def test_mkdocs_build_strict(tmp_path):
     import bases
     import bases.kernels
     import kan
+    import kan.nn
+    import kan.train
     import symbolic
 
-    for module, page in [(kan, "api/kan"), (bases, "api/bases"), (bases.kernels, "api/kernels"),
-                         (symbolic, "api/symbolic")]:
+    for module, page in [(kan, "api/kan"), (kan.nn, "api/nn"), (kan.train, "api/train"), (bases, "api/bases"),
+                         (bases.kernels, "api/kernels"), (symbolic, "api/symbolic")]:
         html = (site / page / "index.html").read_text()
         anchors = set(re.findall(r'id="([\w.]+)"', html))
         missing = [name for name in module.__all__ if f"{module.__name__}.{name}" not in anchors]
