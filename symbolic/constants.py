@@ -87,13 +87,16 @@ class _Problem:
         Levenberg-Marquardt). Symbolic derivatives cost a sympy ``diff`` and a ``lambdify`` per
         constant, seconds for a formula with dozens of constants."""
         out = np.zeros((x.shape[0], int(free.sum())))
+        with np.errstate(all="ignore"):  # an infinite constant gives an inf step: nan columns, rejected later
+            return self._jacobian_columns(x, values, free, out)
+
+    def _jacobian_columns(self, x: np.ndarray, values: np.ndarray, free: np.ndarray, out: np.ndarray) -> np.ndarray:
         for k, j in enumerate(np.flatnonzero(free)):
             h = 1e-6 * max(1.0, abs(float(values[j])))
             up, down = values.copy(), values.copy()
             up[j] += h
             down[j] -= h
-            with np.errstate(all="ignore"):  # inf - inf where the template overflows: nan, rejected later
-                out[:, k] = (self.predict(x, up) - self.predict(x, down)) / (2 * h)
+            out[:, k] = (self.predict(x, up) - self.predict(x, down)) / (2 * h)
         return out
 
 

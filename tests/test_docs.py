@@ -8,7 +8,7 @@ for by a placeholder there without touching the tree.
 Code on the pages: every fenced ```` ```python ```` block runs, in page order, each page in one fresh
 namespace, all pages of a group in one subprocess (so compilations are shared). A block whose first
 line starts with ``# pykan`` is pykan code shown for comparison and is skipped. Training steps are cut
-to ``FAST_STEPS`` (``steps=50`` -> ``steps=10``): the test checks that the calls are right, not what
+to ``FAST_STEPS`` (``steps=50`` -> ``steps=3``): the test checks that the calls are right, not what
 they learn. By default the Getting-started and "Coming from pykan" pages run (about a minute on two
 cores, mostly compilation); ``KAN_DOCS_ALL=1`` also runs the tour, the layer pages, symbolic
 regression and kernels (about three minutes more).
@@ -37,7 +37,7 @@ PAGE_GROUPS = {
     "guides": ("tour.md", "layers/kan.md", "layers/mult-nodes.md", "layers/gr-kan.md", "layers/af-kan.md",
                "layers/s-kan.md", "layers/mlp.md", "symbolic.md", "kernels.md", "init.md"),
 }
-FAST_STEPS = 10
+FAST_STEPS = 3
 
 _FENCE = re.compile(r"^(?P<indent>[ \t]*)```python[ \t]*\n(?P<body>.*?)^(?P=indent)```[ \t]*$",
                     re.MULTILINE | re.DOTALL)
