@@ -214,7 +214,9 @@ def plot(model: Any, x: Float[Array, "n in"], path: str | Path | None = None, *,
             rect = ((cx - band.thumb_w / 2) / fig_w, bottom / fig_h, band.thumb_w / fig_w, band.thumb_h / fig_h)
             thumb = fig.add_axes(rect, label=f"edge {l},{o},{i}")
             thumb.plot(xs[:, i], phi[:, o, i], color=color, alpha=alpha, lw=1.2)
-            thumb.set_xlim(xs[0, i], xs[-1, i])
+            lo, hi = float(xs[0, i]), float(xs[-1, i])
+            pad = 0.0 if hi > lo else max(abs(lo), 1.0) * 1e-3  # a constant layer input: widen, not warn
+            thumb.set_xlim(lo - pad, hi + pad)
             thumb.set_xticks([])
             thumb.set_yticks([])
             for spine in thumb.spines.values():

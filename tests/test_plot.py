@@ -151,3 +151,13 @@ def test_plot_imports_matplotlib_lazily():
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             names = [a.name for a in node.names] + [getattr(node, "module", None) or ""]
             assert not any(n.split(".")[0] in ("matplotlib", "plot_figure") for n in names), ast.dump(node)
+
+
+def test_plot_of_a_constant_layer_input_does_not_warn():
+    import warnings
+
+    model = kan.KAN([2, 2, 1], key=jax.random.PRNGKey(0))
+    x = jnp.stack([jnp.linspace(-1, 1, 16), jnp.full(16, 0.3)], axis=1)  # second input constant
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        kan.plot(model, x)
