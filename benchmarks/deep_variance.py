@@ -27,7 +27,7 @@ import jax.numpy as jnp
 
 from bases import BSpline, Chebyshev, Fourier, GaussianRBF, Rational, ReLUKAN
 from kan import MLP, AFKANLayer, GroupKANLayer, KANLayer, SelectableKANLayer
-from kan.calibrate import calibrate, layer_variances
+from kan.edit.calibrate import calibrate, layer_variances
 
 # name -> factory(width, depth, key) -> a stack (a list of layers, or a kan.MLP)
 StackFactory = Callable[[int, int, jax.Array], Any]

@@ -22,8 +22,8 @@ import jax.numpy as jnp
 
 from bases import ActivationPair, BSpline, Chebyshev, Fourier, GaussianRBF, ReLUKAN, count_parameters
 from kan import KANLayer, MLP
-from kan.afkan_layer import AFKANLayer
-from kan.selectable_layer import SelectableKANLayer
+from kan.layers.afkan_layer import AFKANLayer
+from kan.layers.selectable_layer import SelectableKANLayer
 
 LayerFactory = Callable[[int, int, jax.Array], eqx.Module]
 

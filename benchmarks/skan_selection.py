@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from kan.selectable_layer import SelectableKANLayer, fit_selectable
+from kan.layers.selectable_layer import SelectableKANLayer, fit_selectable
 
 RANGES = [(-2.0, 2.0), (0.0, 10.0), (-5.0, 3.0)]
 FAMILIES = ["kinked", "polynomial", "periodic", "saturating", "bump"]

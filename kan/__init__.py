@@ -1,20 +1,28 @@
-"""KAN layers, models, training, pruning and grid refinement (JAX + Equinox)."""
+"""KAN layers, models, training, pruning and grid refinement (JAX + Equinox).
 
-from .afkan_layer import AFKANLayer
-from .calibrate import CalibrationRecord, calibrate, layer_variances, register_layer_kind
-from .data import create_dataset
-from .fit import check_data, dataset_pairs, fit, mse
-from .grid import refine, refit_basis, update_grid, update_layer_grid
+Subpackages: :mod:`kan.layers` (edge-sum KAN layer, GR-KAN, AF-KAN, S-KAN, multiplication nodes),
+:mod:`kan.train` (``fit``, the regulariser, data sets, the sharded train step, schedules, training
+checkpoints), :mod:`kan.edit` (pruning, grids, surgery, calibration), :mod:`kan.nn` (attention,
+transformer blocks, ViT/KAT, GPT). The public names below are the stable way in.
+"""
+
+from . import edit, layers, nn, train
+
+from .layers.afkan_layer import AFKANLayer
+from .edit.calibrate import CalibrationRecord, calibrate, layer_variances, register_layer_kind
+from .train.data import create_dataset
+from .train.fit import check_data, dataset_pairs, fit, mse
+from .edit.grid import refine, refit_basis, update_grid, update_layer_grid
 from .io import load, read_header, save
-from .group_layer import GroupKANLayer
-from .layer import KANLayer
+from .layers.group_layer import GroupKANLayer
+from .layers.layer import KANLayer
 from .model import BASIS_NAMES, KAN, MLP, basis_factory_from_name
-from .prune import drop_disconnected_nodes, prune, prune_edges, prune_nodes
+from .edit.prune import drop_disconnected_nodes, prune, prune_edges, prune_nodes
 from .plot import plot, plot_edge
-from .selectable_layer import (CANDIDATES, InputAffine, SelectableKANLayer, SelectedKANLayer, Selection,
+from .layers.selectable_layer import (CANDIDATES, InputAffine, SelectableKANLayer, SelectedKANLayer, Selection,
                                adapt_basis, anneal_temperature, fit_selectable, nice_ranges, plot_selection,
                                set_temperature, split_rows)
-from .regularization import attribution_scores, sparsity_regularizer
+from .train.regularization import attribution_scores, sparsity_regularizer
 
 __all__ = [
     "AFKANLayer",

@@ -16,11 +16,11 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from .data import create_dataset
-from .fit import fit
-from .grid import refine
+from .train.data import create_dataset
+from .train.fit import fit
+from .edit.grid import refine
 from .model import KAN
-from .prune import prune
+from .edit.prune import prune
 
 
 class DemoResult(NamedTuple):

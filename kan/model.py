@@ -12,8 +12,8 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from bases import Basis, BSpline, Chebyshev, Fourier, GaussianRBF, Rational, ReLUKAN, check_last_dim
 
-from .layer import KANLayer, _activation_second_moment
-from .mult import check_mult_nodes, layer_output_to_nodes
+from .layers.layer import KANLayer, _activation_second_moment
+from .layers.mult import check_mult_nodes, layer_output_to_nodes
 
 
 def _check_widths(widths: Sequence[int], who: str) -> tuple[int, ...]:
@@ -57,7 +57,7 @@ class KAN(eqx.Module):
 
     ``mult_nodes`` (one count per hidden layer, default none) makes the last ``m`` nodes of a hidden
     layer multiplication nodes (pykan's MultKAN, Liu et al. 2024 "KAN 2.0"): the layer before outputs
-    ``width + m`` subnodes and each product node multiplies two of them (see :mod:`kan.mult`), e.g.
+    ``width + m`` subnodes and each product node multiplies two of them (see :mod:`kan.layers.mult`), e.g.
     ``KAN([2, 1, 1], mult_nodes=[1], ...)`` holds ``a * sin(b)`` exactly. ``widths`` counts nodes.
     """
 

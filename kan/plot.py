@@ -27,9 +27,9 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from .mult import mult_counts, node_to_subnodes
-from .regularization import attribution_scores
-from .surgery import replace_fields
+from .layers.mult import mult_counts, node_to_subnodes
+from .train.regularization import attribution_scores
+from .edit.surgery import replace_fields
 
 if TYPE_CHECKING:  # matplotlib is imported lazily, inside the functions
     from matplotlib.figure import Figure

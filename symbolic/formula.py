@@ -15,7 +15,7 @@ import numpy as np
 import sympy as sp
 from jaxtyping import Array, Float
 
-from kan.mult import combine_expressions, mult_counts
+from kan.layers.mult import combine_expressions, mult_counts
 
 from .constants import safe_lambdify, snap_constants
 from .library import get_entry

@@ -30,7 +30,7 @@ def snap_layerwise(
     steps of :func:`kan.fit` (grids frozen) on ``data = (x (n, in), y (n, out))``. ``snap_options``
     go to ``auto_symbolic`` (``complexity_weight``, ``min_r2``, ...). Returns the model and the
     records of every layer, in order."""
-    from kan.fit import fit  # the symbolic package does not need the trainer unless asked
+    from kan.train.fit import fit  # the symbolic package does not need the trainer unless asked
 
     if refit_steps < 0:
         raise ValueError(f"snap_layerwise: refit_steps must be >= 0, got {refit_steps}")

@@ -16,7 +16,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import sympy as sp
 
-from kan.surgery import replace_fields
+from kan.edit.surgery import replace_fields
 
 from .constants import refit_rmse
 from .formula import canonicalize, default_variables, model_expressions

@@ -21,8 +21,8 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from bases.symbolic_edges import IDENTITY_AFFINE, SymbolicEdges
-from kan.mult import mult_counts
-from kan.surgery import replace_fields
+from kan.layers.mult import mult_counts
+from kan.edit.surgery import replace_fields
 
 from .fit_edges import choose, fit_curves, scores
 from .library import Library, as_library

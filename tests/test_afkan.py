@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from kan.afkan_layer import AFKANLayer
+from kan.layers.afkan_layer import AFKANLayer
 
 KEY = jax.random.PRNGKey(0)
 apply = eqx.filter_jit(lambda module, x: module(x))

@@ -11,9 +11,9 @@ import pytest
 from bases import BSpline, Chebyshev, Fourier, GaussianRBF, Rational, ReLUKAN
 from bases.symbolic_edges import SymbolicEdges
 from kan import KAN, MLP, AFKANLayer, GroupKANLayer, KANLayer, SelectableKANLayer
-from kan.calibrate import CalibrationRecord, calibrate, layer_variances, register_layer_kind
-from kan.calibrate import _forward_jit as forward  # the layer's own call, compiled as calibrate compiles it
-from kan.surgery import replace_fields
+from kan.edit.calibrate import CalibrationRecord, calibrate, layer_variances, register_layer_kind
+from kan.edit.calibrate import _forward_jit as forward  # the layer's own call, compiled as calibrate compiles it
+from kan.edit.surgery import replace_fields
 
 KEY = jax.random.PRNGKey(0)
 

@@ -6,7 +6,7 @@ import pytest
 
 from bases import BSpline
 from kan import KAN, KANLayer, fit, load, prune, refine, save, update_grid, update_layer_grid
-from kan.grid import refit_basis
+from kan.edit.grid import refit_basis
 
 
 def _smooth_layer(grid_size: int) -> KANLayer:

@@ -9,8 +9,8 @@ import sympy as sp
 
 import kan
 import symbolic
-from kan.surgery import replace_fields
-from kan.mult import combine_subnodes, node_to_subnodes, subnodes_of
+from kan.edit.surgery import replace_fields
+from kan.layers.mult import combine_subnodes, node_to_subnodes, subnodes_of
 
 
 @pytest.fixture(scope="module")

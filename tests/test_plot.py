@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 
 import kan
 import symbolic
-from kan.surgery import replace_fields
+from kan.edit.surgery import replace_fields
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from bases import BSpline, Chebyshev, Fourier, GaussianRBF
-from kan.selectable_layer import (InputAffine, SelectableKANLayer, SelectedKANLayer, Selection, adapt_basis,
+from kan.layers.selectable_layer import (InputAffine, SelectableKANLayer, SelectedKANLayer, Selection, adapt_basis,
                                   anneal_temperature, fit_selectable, nice_ranges, plot_selection, set_temperature)
 
 KEY = jax.random.PRNGKey(0)
@@ -233,10 +233,10 @@ def test_selectable_modules_import_matplotlib_lazily():
     import ast
     import inspect
 
-    import kan.selectable_core as core
-    import kan.selectable_layer as front
-    import kan.selectable_refit as refit
-    import kan.selectable_spaces as spaces
+    import kan.layers.selectable_core as core
+    import kan.layers.selectable_layer as front
+    import kan.layers.selectable_refit as refit
+    import kan.layers.selectable_spaces as spaces
 
     for module in (core, front, refit, spaces):
         tree = ast.parse(inspect.getsource(module))

@@ -11,7 +11,7 @@ import sympy as sp
 import kan
 import symbolic
 from bases import SymbolicEdges, trainable_filter
-from kan.surgery import keep_inputs, keep_outputs, replace_fields
+from kan.edit.surgery import keep_inputs, keep_outputs, replace_fields
 
 X1, X2 = symbolic.default_variables(2)
 

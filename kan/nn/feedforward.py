@@ -28,9 +28,9 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from bases import BSpline, check_last_dim, count_parameters, get_activation
 
-from ..afkan_layer import AFKANLayer
-from ..group_layer import GroupKANLayer
-from ..layer import KANLayer
+from ..layers.afkan_layer import AFKANLayer
+from ..layers.group_layer import GroupKANLayer
+from ..layers.layer import KANLayer
 from .layers import Linear, activation_second_moment
 
 FF_KINDS = ("mlp", "grkan", "kan", "afkan")

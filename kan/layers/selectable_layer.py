@@ -20,8 +20,8 @@ as often as chance.
 
 ``criterion="refit"`` (the default): a validation split of the training rows is held out; every
 candidate space is refitted alone on every node's partial residual by ridge least squares
-(:mod:`kan.selectable_refit`, backfitting), after the data-driven placement search of the spaces that
-have placement parameters (:mod:`kan.selectable_spaces`). The node keeps the space that explains it
+(:mod:`kan.layers.selectable_refit`, backfitting), after the data-driven placement search of the spaces that
+have placement parameters (:mod:`kan.layers.selectable_spaces`). The node keeps the space that explains it
 with the fewest effective parameters (functions needed along its forward-stepwise path, plus searched
 placement parameters) among the fits whose held-out error is within one standard error (plus a
 round-off ``tolerance``) of the best. The chosen spaces are refitted on all training rows and
@@ -29,7 +29,7 @@ installed (logits one-hot, other spaces' weights zero, base branch zero), so the
 :meth:`selection` and :meth:`finalize` agree. Only the data passed to :func:`fit_selectable` is used.
 
 By default (``adapt=True``) candidate grids and frequencies are first placed on the range of each
-node's training inputs (:func:`kan.selectable_spaces.adapt_basis`), so inputs in ``[-2, 2]`` or
+node's training inputs (:func:`kan.layers.selectable_spaces.adapt_basis`), so inputs in ``[-2, 2]`` or
 ``[0, 10]`` work as well as ``[-1, 1]``. :meth:`finalize` keeps the most probable space of every node (its
 weights scaled by that node's final ``p``) and prunes the others: the result, :class:`SelectedKANLayer`,
 evaluates one space per node. The base branch and bias are shared by all spaces (not part of the choice).
@@ -183,7 +183,7 @@ def fit_selectable(model: Any, data: tuple[Float[Array, "n in"], Float[Array, "n
     ``criterion="refit"`` (default): ``round(validation * n)`` rows (drawn with ``key``, default
     ``PRNGKey(0)``) are held out and every node's space is chosen on them by
     :meth:`SelectableKANLayer.refit` (``z``, ``tolerance``, ``refit_ridge``, ``rounds``, ``search``; see
-    :mod:`kan.selectable_refit`). A single layer needs no gradient steps. A stack is first trained
+    :mod:`kan.layers.selectable_refit`). A single layer needs no gradient steps. A stack is first trained
     with the softmax schedule on the training rows; then its selectable layers are refitted front to
     back, each on its inputs in the current stack, the last one to ``y`` and the others to the
     outputs they had after training.
@@ -191,7 +191,7 @@ def fit_selectable(model: Any, data: tuple[Float[Array, "n in"], Float[Array, "n
     Returns ``(model, history)``: "train_loss" (per step for the softmax schedule; for a refitted
     single layer one entry, the MSE on all of ``data``), "temperature" and "criterion".
     """
-    from .fit import check_data
+    from ..train.fit import check_data
 
     x, y = check_data(data, None, "fit_selectable")
     if criterion not in CRITERIA:

@@ -14,8 +14,8 @@ from jaxtyping import Array, Float
 
 from bases import Basis
 
-from .layer import KANLayer
-from .mult import layer_output_to_nodes
+from ..layers.layer import KANLayer
+from ..layers.mult import layer_output_to_nodes
 
 
 _features = eqx.filter_jit(lambda basis, x: basis(x))

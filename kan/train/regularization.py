@@ -13,7 +13,7 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from .mult import layer_output_to_nodes, mult_counts, node_to_subnodes
+from ..layers.mult import layer_output_to_nodes, mult_counts, node_to_subnodes
 
 _EPS = 1e-4
 

@@ -1,6 +1,6 @@
 """The S-KAN modules: :class:`SelectableKANLayer` (training form, a mixture of candidate spaces per
 node), :class:`SelectedKANLayer` (one space per node) and the temperature helpers. The overview, the
-selection criteria and :func:`kan.fit_selectable` are in :mod:`kan.selectable_layer`.
+selection criteria and :func:`kan.fit_selectable` are in :mod:`kan.layers.selectable_layer`.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ class Selection(NamedTuple):
     (``criterion == "refit"``) also ``heldout_error (d, C)``, every space's held-out mean squared
     error over the variance of the node's held-out partial residual, and ``parameters (d, C)``, the
     effective parameters every space needed at every node (inf where it never came within tolerance,
-    :mod:`kan.selectable_refit`); both are None after the softmax criterion.
+    :mod:`kan.layers.selectable_refit`); both are None after the softmax criterion.
     """
 
     candidates: tuple[str, ...]
@@ -170,7 +170,7 @@ class SelectableKANLayer(eqx.Module):
 
     def adapt(self, x: Float[Array, "n in"]) -> "SelectableKANLayer":
         """The layer with every candidate space placed on the range of each column of ``x`` ``(n, in)``
-        (:func:`kan.selectable_spaces.adapt_basis`); weights are unchanged."""
+        (:func:`kan.layers.selectable_spaces.adapt_basis`); weights are unchanged."""
         x = np.asarray(x)
         if x.ndim != 2 or x.shape[1] != self.in_features or not np.all(np.isfinite(x)):
             raise ValueError(f"SelectableKANLayer.adapt: expected finite inputs of shape (n, "
@@ -185,7 +185,7 @@ class SelectableKANLayer(eqx.Module):
 
         ``train (n,)`` (a boolean mask) or else ``validation`` and ``key`` (:func:`split_rows`) say which
         rows are held out for the choice; ``z``, ``tolerance``, ``ridge``, ``rounds`` and ``search`` are
-        those of :func:`kan.selectable_refit.backfit`. After the choice the chosen spaces are refitted on
+        those of :func:`kan.layers.selectable_refit.backfit`. After the choice the chosen spaces are refitted on
         all rows. Returns the layer with the choice installed (logits one-hot, other weights zero,
         base branch zero, ``heldout_error`` and ``parameters`` filled).
         """

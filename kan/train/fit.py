@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from bases import trainable_filter
 
-from .grid import update_grid as _update_grid
+from ..edit.grid import update_grid as _update_grid
 from .regularization import sparsity_regularizer
 
 Data = tuple[Float[Array, "n in"], Float[Array, "n out"]]

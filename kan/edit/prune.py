@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from .mult import mult_counts, node_to_subnodes, subnodes_of
-from .regularization import attribution_scores
+from ..layers.mult import mult_counts, node_to_subnodes, subnodes_of
+from ..train.regularization import attribution_scores
 from .surgery import keep_inputs, keep_outputs, replace_fields
 
 

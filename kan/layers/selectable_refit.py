@@ -11,7 +11,7 @@ For one layer ``y ~ bias + sum_d f_d(x_d)`` (the additive form of a KAN layer's 
 first solves the whole additive model jointly for the current spaces (one ridge solve over all
 nodes' features: the backfitting fixed point, reached at once), then refits every node with every
 candidate space on its partial residual on the training rows (after the shape search of
-:func:`kan.selectable_spaces.shape_trials` where the space has one) and keeps, for the next node's
+:func:`kan.layers.selectable_spaces.shape_trials` where the space has one) and keeps, for the next node's
 residual, the fit with the lowest held-out error (the joint solve needs good spaces to converge to).
 
 In the last round each node's space is chosen on the validation rows. Every space contributes its
@@ -164,7 +164,7 @@ def backfit(bases: Sequence[Basis], x: Float[np.ndarray, "n d"], y: Float[np.nda
     ``train (n,)`` is a boolean mask: fits (and shape searches) use the rows where it is True, choices
     the others. ``rounds`` passes over the nodes; the last one chooses by :func:`choose` (``z = 0``
     and ``tolerance = 0`` give the lowest held-out error). ``search`` turns the shape search of
-    :mod:`kan.selectable_spaces` on for the spaces that have one. A given ``choice (d,)`` fixes every
+    :mod:`kan.layers.selectable_spaces` on for the spaces that have one. A given ``choice (d,)`` fixes every
     node's space: then only the joint solve runs (``train`` may be all True). Spaces whose shape is
     trained by gradients (``Rational``, trainable ReLU-KAN) are refitted at their current shape.
     """

@@ -8,7 +8,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from .layer import KANLayer
+from ..layers.layer import KANLayer
 
 
 def replace_fields(module: Any, **changes: Any) -> Any:

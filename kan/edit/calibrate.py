@@ -33,7 +33,7 @@ factor (with biases), so neither is easier to reach; the variance does not move 
 The search is exact: because ``y(s)`` is affine in ``s``, two runs of a layer (``s = 1`` and
 ``s = 0``, i.e. its biases) give ``Var(s)`` of the next layer's input as a polynomial in ``s``, solved
 for ``target`` (the positive root closest to 1). With zero biases that is LSUV's
-``s = sqrt(target / Var)``; with biases, or inside a ``KAN`` with multiplication nodes (:mod:`kan.mult`),
+``s = sqrt(target / Var)``; with biases, or inside a ``KAN`` with multiplication nodes (:mod:`kan.layers.mult`),
 where the statistic is taken on the node values after the products (they scale as ``s^2``), it is
 the root of a quadratic or quartic. A third run of the rescaled layer measures the variance it
 reports; LSUV's iteration ``s <- s sqrt(target / Var)`` (up to ``max_iters`` rounds, until within
@@ -55,12 +55,12 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from .afkan_layer import AFKANLayer
-from .group_layer import GroupKANLayer
-from .layer import KANLayer
-from .model import KAN, MLP
-from .mult import combine_subnodes, mult_counts
-from .selectable_layer import SelectableKANLayer, SelectedKANLayer
+from ..layers.afkan_layer import AFKANLayer
+from ..layers.group_layer import GroupKANLayer
+from ..layers.layer import KANLayer
+from ..model import KAN, MLP
+from ..layers.mult import combine_subnodes, mult_counts
+from ..layers.selectable_layer import SelectableKANLayer, SelectedKANLayer
 
 __all__ = ["CalibrationRecord", "calibrate", "layer_variances", "register_layer_kind", "scale_layer"]
 
@@ -197,7 +197,7 @@ def _forward_jit(layer: Any, x: Array) -> Array:
 def _node_polynomials(u: np.ndarray, b: np.ndarray, num_mult: int) -> list[np.ndarray]:
     """The next layer's inputs as polynomials in the scale ``s``: coefficient arrays ``[c0, c1, c2]``
     (entries ``c0 + c1 s + c2 s^2``) from the layer output ``s u + b``; products of subnode pairs
-    (:func:`kan.mult.combine_subnodes`) are the degree-2 terms."""
+    (:func:`kan.layers.mult.combine_subnodes`) are the degree-2 terms."""
     u = u.reshape(-1, u.shape[-1])
     b = b.reshape(-1, b.shape[-1])
     if num_mult == 0:
@@ -299,7 +299,7 @@ def _unknown_kind(obj: Any, path: str) -> str:
     at = f" at {path}" if path else ""
     return (f"calibrate: unknown layer kind {type(obj).__name__}{at}; it knows {', '.join(kinds)}, "
             "sequences of them (tuple, list, eqx.nn.Sequential) and parameter-free callables. "
-            "Add one with register_layer_kind (from kan.calibrate import register_layer_kind).")
+            "Add one with register_layer_kind (from kan.edit.calibrate import register_layer_kind).")
 
 
 Visit = Callable[[Any, Array, str, int], tuple[Any, Array]]
