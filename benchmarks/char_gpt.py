@@ -28,6 +28,7 @@ import numpy as np
 
 import kan.nn
 import kan.train as kt
+from benchmarks.tables import write_summary_csv
 
 
 def load_text() -> str:
@@ -138,11 +139,7 @@ def write_outputs(runs: list[dict], out: Path, args: argparse.Namespace, seconds
                 w.writerow([r["model"], r["seed"], h["step"], f"{h['bits']:.5f}",
                             f"{val[h['step']]:.5f}" if h["step"] in val else ""])
     keys = ["model", "seed", "params", "hidden", "val_bpc", "tokens_per_s", "tokens_per_s_interleaved", "compile_s"]
-    with open(out / "summary.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(keys)
-        for r in runs:
-            w.writerow([f"{r[k]:.4f}" if isinstance(r[k], float) else r[k] for k in keys])
+    write_summary_csv(out / "summary.csv", runs, keys)
     lines = [f"Character GPT on pydoc_data.topics: width {args.width}, depth {args.depth}, heads {args.heads}, "
              f"context {args.context}, batch {args.batch}, {args.steps} steps, lr {args.lr}, "
              f"{len(args.seed_list)} seed(s), {seconds:.0f} s in total.", "",

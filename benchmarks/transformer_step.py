@@ -16,7 +16,6 @@ auto``), elsewhere the XLA implementation. Writes ``step.csv`` and ``step.md`` t
 from __future__ import annotations
 
 import argparse
-import csv
 import statistics
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ import jax.numpy as jnp
 
 import kan.nn
 import kan.train as kt
+from benchmarks.tables import write_summary_csv
 
 
 def _mse(model, batch):
@@ -100,11 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = [r for w in args.widths.split(",") for r in time_width(int(w), args)]
     args.out.mkdir(parents=True, exist_ok=True)
     keys = ["width", "contender", "median_ms", "min_ms", "ratio", "params", "compile_s"]
-    with open(args.out / "step.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(keys)
-        for r in rows:
-            w.writerow([f"{r[k]:.4f}" if isinstance(r[k], float) else r[k] for k in keys])
+    write_summary_csv(args.out / "step.csv", rows, keys)
     lines = [f"Train step (fwd + bwd + AdamW) on {device.platform} ({device.device_kind}), batch {args.batch} x "
              f"{args.seq} tokens, {args.dtype}, rational backend {args.backend}, median of {args.repeats} "
              "interleaved repeats.", "",

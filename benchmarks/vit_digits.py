@@ -28,6 +28,7 @@ import numpy as np
 
 import kan.nn
 import kan.train as kt
+from benchmarks.tables import write_summary_csv
 
 
 def load_digits_split(seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -112,11 +113,7 @@ def write_outputs(runs: list[dict], out: Path, args: argparse.Namespace, seconds
                 w.writerow([r["model"], r["seed"], e["step"], e["epoch"], f"{losses.get(e['step'], float('nan')):.5f}",
                             f"{e['val_loss']:.5f}", f"{e['val_acc']:.4f}", f"{e['test_acc']:.4f}"])
     keys = ["model", "seed", "params", "hidden", "best_epoch", "val_acc", "test_acc", "final_test_acc", "samples_per_s"]
-    with open(out / "summary.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(keys)
-        for r in runs:
-            w.writerow([r[k] if not isinstance(r[k], float) else f"{r[k]:.4f}" for k in keys])
+    write_summary_csv(out / "summary.csv", runs, keys)
     lines = [f"ViT vs KAT on sklearn digits (8x8, 2x2 patches): width {args.width}, depth {args.depth}, "
              f"heads {args.heads}, {args.epochs} epochs, batch {args.batch}, lr {args.lr}, {len(args.seed_list)} "
              f"seed(s), {seconds:.0f} s in total. Test accuracy at the best-validation epoch.", "",
