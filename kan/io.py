@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .tree_codec import DEFAULT_TRUSTED, decode, encode, first_difference, opaque_paths
+from .tree_codec import DEFAULT_TRUSTED, decode, encode, first_difference
 
 FORMAT = "jaxkan-research checkpoint"
 VERSION = 2
@@ -137,7 +137,3 @@ def _load_version_1(path: str | Path, like: Optional[Any]) -> Any:
         except (RuntimeError, ValueError) as err:
             raise ValueError(f"load: skeleton does not match the saved model: {err}") from None
 
-
-def holds_opaque_callables(path: str | Path) -> list[str]:
-    """Paths in a checkpoint that hold callables without an importable name (these need ``like=``)."""
-    return opaque_paths(read_header(path)["tree"])

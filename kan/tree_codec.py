@@ -135,17 +135,6 @@ def encode(tree: Any, array_index: dict[int, int], extra_arrays: list) -> Any:
     return walk(tree, "")
 
 
-def opaque_paths(spec: Any, where: str = "") -> list[str]:
-    """Where ``spec`` holds callables that cannot be rebuilt from their name."""
-    if isinstance(spec, dict):
-        if "opaque" in spec:
-            return [spec.get("at", where)]
-        return [p for key, value in spec.items() for p in opaque_paths(value, f"{where}.{key}")]
-    if isinstance(spec, list):
-        return [p for i, value in enumerate(spec) for p in opaque_paths(value, f"{where}[{i}]")]
-    return []
-
-
 def decode(spec: Any, arrays: list, trusted: Iterable[str] = DEFAULT_TRUSTED) -> Any:
     """Rebuild the tree described by ``spec`` (from :func:`encode`) with ``arrays`` in place."""
     trusted = tuple(trusted)
