@@ -55,12 +55,10 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from ..layers.afkan_layer import AFKANLayer
-from ..layers.group_layer import GroupKANLayer
+from ..layers.mult import combine_subnodes, mult_counts
 from ..layers.layer import KANLayer
 from ..model import KAN, MLP
-from ..layers.mult import combine_subnodes, mult_counts
-from ..layers.selectable_layer import SelectableKANLayer, SelectedKANLayer
+from .layer_scaling import SCALERS, register_layer_kind, scale_weight, scaler_for
 
 __all__ = ["CalibrationRecord", "calibrate", "layer_variances", "register_layer_kind", "scale_layer"]
 
@@ -82,75 +80,9 @@ class CalibrationRecord(NamedTuple):
     rounds: int
 
 
-# ----- scaling one layer's output weights ----------------------------------------------------------
-def _times(w: Array, s: Any) -> Array:
-    return w * jnp.asarray(s, w.dtype) if jnp.issubdtype(w.dtype, jnp.inexact) else w
-
-
-def _scale_kan_layer(layer: KANLayer, s: Any) -> KANLayer:
-    layer = eqx.tree_at(lambda l: l.spline_weight, layer, _times(layer.spline_weight, s))
-    if layer.base_weight is not None:
-        layer = eqx.tree_at(lambda l: l.base_weight, layer, _times(layer.base_weight, s))
-    if layer.symbolic is not None:
-        sym = layer.symbolic
-        if not (hasattr(sym, "affine") and hasattr(sym, "active")):
-            raise TypeError(f"calibrate: KANLayer.symbolic of type {type(sym).__name__} has no "
-                            "(affine, active) fields to rescale")
-        # c f(a x + b) + d  ->  (s c) f(a x + b) + s d, on active edges only
-        factor = 1.0 + (jnp.asarray(s, sym.affine.dtype) - 1.0) * sym.active
-        affine = sym.affine.at[..., 2].multiply(factor).at[..., 3].multiply(factor)
-        layer = eqx.tree_at(lambda l: l.symbolic.affine, layer, affine)
-    return layer
-
-
-def _scale_weight(layer: Any, s: Any) -> Any:
-    return eqx.tree_at(lambda l: l.weight, layer, _times(layer.weight, s))
-
-
-def _scale_selectable(layer: SelectableKANLayer, s: Any) -> SelectableKANLayer:
-    layer = eqx.tree_at(lambda l: l.weights, layer, tuple(_times(w, s) for w in layer.weights))
-    if layer.base_weight is not None:
-        layer = eqx.tree_at(lambda l: l.base_weight, layer, _times(layer.base_weight, s))
-    return layer
-
-
-def _scale_selected(layer: SelectedKANLayer, s: Any) -> SelectedKANLayer:
-    return eqx.tree_at(lambda l: l.groups, layer, tuple(_scale_kan_layer(g, s) for g in layer.groups))
-
-
-_SCALERS: dict[type, Callable[[Any, Any], Any]] = {
-    KANLayer: _scale_kan_layer,
-    GroupKANLayer: _scale_weight,
-    AFKANLayer: _scale_weight,
-    SelectableKANLayer: _scale_selectable,
-    SelectedKANLayer: _scale_selected,
-    eqx.nn.Linear: _scale_weight,
-}
-
-
-def register_layer_kind(cls: type, scale: Callable[[Any, Any], Any]) -> None:
-    """Let :func:`calibrate` handle layers of type ``cls`` (and subclasses).
-
-    ``scale(layer, s)`` must return the layer with its output-producing weights multiplied by ``s``, so
-    that its output is affine in ``s``: ``y(s) = s (y(1) - y(0)) + y(0)``, with ``y(0)`` what does not
-    scale (biases), e.g. ``lambda l, s: eqx.tree_at(lambda m: m.weight, l, l.weight * s)``; ``s`` is a
-    Python float. The layer is called on batches ``(..., in)``. If its output is not affine in ``s``,
-    ``calibrate`` falls back on LSUV's iteration (``max_iters``)."""
-    if not isinstance(cls, type) or not callable(scale):
-        raise TypeError("register_layer_kind: need a class and a callable scale(layer, s)")
-    _SCALERS[cls] = scale
-
-
-def _scaler(layer: Any) -> Callable[[Any, Any], Any] | None:
-    for cls in type(layer).__mro__:
-        if cls in _SCALERS:
-            return _SCALERS[cls]
-    return None
-
-
 def scale_layer(layer: Any, s: float) -> Any:
     """``layer`` with its output-producing weights multiplied by ``s`` (see the table above)."""
-    scale = _scaler(layer)
+    scale = scaler_for(layer)
     if scale is None:
         raise TypeError(_unknown_kind(layer, ""))
     return scale(layer, s)
@@ -170,7 +102,7 @@ class _Dense(eqx.Module):
         return x @ self.weight.T + self.bias
 
 
-_SCALERS[_Dense] = _scale_weight
+SCALERS[_Dense] = scale_weight
 
 
 def _forward(layer: Any, x: Array) -> Array:
@@ -241,7 +173,7 @@ def _calibrate_layer(layer: Any, x: Array, cfg: "_Config", path: str, records: l
     multiplication nodes) and the scale is solved for exactly; a check run of the scaled layer follows,
     and Mishkin & Matas' update ``s <- s sqrt(target / Var)`` repeats while it is off by more than ``tol``
     (only for registered kinds whose ``scale`` is not exactly linear)."""
-    scale = _scaler(layer)
+    scale = scaler_for(layer)
     where = f"layer {path} ({type(layer).__name__})"
 
     def run(s: float) -> tuple[Any, Array, float, float]:
@@ -295,7 +227,7 @@ def _is_parameter_free(obj: Any) -> bool:
 
 
 def _unknown_kind(obj: Any, path: str) -> str:
-    kinds = sorted({c.__name__ for c in _SCALERS if c is not _Dense} | {"KAN", "MLP"})
+    kinds = sorted({c.__name__ for c in SCALERS if c is not _Dense} | {"KAN", "MLP"})
     at = f" at {path}" if path else ""
     return (f"calibrate: unknown layer kind {type(obj).__name__}{at}; it knows {', '.join(kinds)}, "
             "sequences of them (tuple, list, eqx.nn.Sequential) and parameter-free callables. "
@@ -316,7 +248,7 @@ def _walk(obj: Any, x: Array, visit: Visit, path: str) -> tuple[Any, Array]:
         layers, counts = [], mult_counts(obj)
         for l, layer in enumerate(obj.layers):
             where = _join(path, f"layers[{l}]")
-            if _scaler(layer) is None:
+            if scaler_for(layer) is None:
                 raise TypeError(_unknown_kind(layer, where))
             layer, x = visit(layer, x, where, counts[l])
             layers.append(layer)
@@ -336,7 +268,7 @@ def _walk(obj: Any, x: Array, visit: Visit, path: str) -> tuple[Any, Array]:
             item, x = _walk(item, x, visit, f"{path}[{i}]")
             out.append(item)
         return type(obj)(out), x
-    if _scaler(obj) is not None:
+    if scaler_for(obj) is not None:
         return visit(obj, x, path or "model", 0)
     if _is_parameter_free(obj):
         return obj, obj(x)
