@@ -34,6 +34,14 @@ class CodecError(ValueError):
     """A tree holds something a checkpoint cannot describe or rebuild; the message names where."""
 
 
+def _lookup(module_name: str, attr_path: str) -> Any:
+    """``module_name``'s attribute ``attr_path`` (dotted); ImportError / AttributeError when absent."""
+    obj = importlib.import_module(module_name)
+    for part in attr_path.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
 def _resolve(qualified: str, trusted: Iterable[str], where: str) -> Any:
     module_name, _, attr_path = qualified.partition(":")
     top = module_name.split(".")[0]
@@ -41,9 +49,7 @@ def _resolve(qualified: str, trusted: Iterable[str], where: str) -> Any:
         raise CodecError(f"load: {where} needs {qualified!r} from package {top!r}, which is not trusted; "
                          f"pass trusted=({top!r},) if you trust this file, or load into a skeleton with like=")
     try:
-        obj = importlib.import_module(module_name)
-        for part in attr_path.split("."):
-            obj = getattr(obj, part)
+        obj = _lookup(module_name, attr_path)
     except (ImportError, AttributeError) as err:
         raise CodecError(f"load: {where} refers to {qualified!r}, which cannot be imported here ({err}); "
                          "load into a skeleton with like=") from None
@@ -62,9 +68,7 @@ def _public_name(obj: Any) -> Optional[str]:
     candidates = [c for c in candidates if not any(p.startswith("_") for p in c.split("."))] + [module]
     for candidate in candidates:
         try:
-            found = importlib.import_module(candidate)
-            for part in qualname.split("."):
-                found = getattr(found, part)
+            found = _lookup(candidate, qualname)
         except (ImportError, AttributeError):
             continue
         if found is obj:
