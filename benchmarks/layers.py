@@ -1,17 +1,35 @@
-"""Forward+backward time of one layer of each kind against an MLP layer, in the same run.
+"""Forward+backward time and training memory of each layer kind against an MLP layer, in one run.
 
-    python -m benchmarks.layers [--in 128] [--out 128] [--batch 1024] [--repeats 50]
+    python -m benchmarks.layers [--in 128] [--out 128] [--batch 1024] [--repeats 50] [--only NAME ...]
+    python -m benchmarks.layers --scaling [--batch 1024] [--repeats 20]
+    python -m benchmarks.layers --memory [--in 256] [--out 256] [--batch 32768] [--grid 10]
 
 The baseline is an MLP layer of the same in/out sizes (GELU then Linear). Every layer is timed as
-``jax.jit(jax.grad(sum(layer(x)**2)))`` over layer parameters and input; the script prints the median
-time, the ratio to the MLP layer, analytic FLOPs and parameter counts, and writes CSV + Markdown to
+``jax.jit(jax.grad(sum(layer(x)**2)))`` with respect to its *trainable* parameters (the same
+``bases.trainable_filter`` split that ``kan.fit`` uses: grids, masks and other buffers are not
+differentiated) and the input. Contenders are compiled first and then timed round-robin (one call of
+each per round), so machine load drifts affect all of them alike; the script prints the median time,
+the ratio to the MLP layer, analytic FLOPs and parameter counts, and writes CSV + Markdown to
 ``benchmarks/results/``.
+
+``--scaling``: the B-spline KAN layer against the MLP layer at widths 64/256/512 x G 5/10/20
+(``width -> width``), each pair timed interleaved.
+
+``--memory``: each contender runs in its own subprocess. Reported per contender: the XLA buffer
+assignment of the compiled training step (``compiled.memory_analysis()``: temporaries + arguments +
+outputs, exact and deterministic), the process's peak resident memory while the step runs for the
+first time above its resident memory just before (Linux ``VmHWM`` after resetting it through ``/proc/self/clear_refs``),
+and the peak resident memory added by constructing the layer, against the parameters' bytes.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -20,7 +38,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from bases import ActivationPair, BSpline, Chebyshev, Fourier, GaussianRBF, ReLUKAN, count_parameters
+from bases import ActivationPair, BSpline, Chebyshev, Fourier, GaussianRBF, ReLUKAN, count_parameters, trainable_filter
 from kan import KANLayer, MLP
 from kan.layers.afkan_layer import AFKANLayer
 from kan.layers.selectable_layer import SelectableKANLayer
@@ -28,8 +46,8 @@ from kan.layers.selectable_layer import SelectableKANLayer
 LayerFactory = Callable[[int, int, jax.Array], eqx.Module]
 
 
-def _bspline_layer(n_in: int, n_out: int, key: jax.Array) -> eqx.Module:
-    return KANLayer(n_in, n_out, BSpline(n_in, grid_size=5, order=3), key=key)
+def _bspline_layer(n_in: int, n_out: int, key: jax.Array, grid_size: int = 5) -> eqx.Module:
+    return KANLayer(n_in, n_out, BSpline(n_in, grid_size=grid_size, order=3), key=key)
 
 
 def _mlp_layer(n_in: int, n_out: int, key: jax.Array) -> eqx.Module:
@@ -54,9 +72,10 @@ def _gr_kan_layer(n_in: int, n_out: int, key: jax.Array) -> eqx.Module:
     return GroupKANLayer(n_in, n_out, init="swish", key=key)
 
 
+MLP_NAME = "mlp (gelu+linear)"
 #: name -> factory(in_features, out_features, key); other layer kinds register themselves here.
 LAYERS: dict[str, LayerFactory] = {
-    "mlp (gelu+linear)": _mlp_layer,
+    MLP_NAME: _mlp_layer,
     "kan b-spline G=5 k=3": _bspline_layer,
     "gr-kan": _gr_kan_layer,
 }
@@ -75,16 +94,34 @@ LAYERS.update({
 })
 
 
-def time_fwd_bwd(layer: eqx.Module, x: jax.Array, repeats: int) -> float:
-    """Median seconds of one jitted forward+backward pass (gradients w.r.t. parameters and input)."""
-    grad = eqx.filter_jit(eqx.filter_grad(lambda model, inp: jnp.sum(model(inp) ** 2)))
-    jax.block_until_ready(grad(layer, x))  # compile
-    times = []
+def grad_step(layer: eqx.Module) -> tuple[Callable, eqx.Module]:
+    """``(step, params)``: ``step(params, x)`` is the jitted gradient of ``sum(layer(x)**2)`` with
+    respect to the trainable parameters and the input (buffers are closed over, not differentiated)."""
+    params, static = eqx.partition(layer, trainable_filter(layer))
+
+    def loss(p, inp):
+        return jnp.sum(eqx.combine(p, static)(inp) ** 2)
+
+    return jax.jit(jax.grad(loss, argnums=(0, 1))), params
+
+
+def time_interleaved(layers: dict[str, eqx.Module], x: jax.Array, repeats: int) -> dict[str, float]:
+    """Median seconds of one forward+backward pass per layer, timed round-robin after compiling all."""
+    steps = {name: grad_step(layer) for name, layer in layers.items()}
+    for step, params in steps.values():
+        jax.block_until_ready(step(params, x))  # compile
+    times: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(grad(layer, x))
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, (step, params) in steps.items():
+            start = time.perf_counter()
+            jax.block_until_ready(step(params, x))
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def time_fwd_bwd(layer: eqx.Module, x: jax.Array, repeats: int) -> float:
+    """Median seconds of one jitted forward+backward pass of a single layer (see :func:`grad_step`)."""
+    return time_interleaved({"layer": layer}, x, repeats)["layer"]
 
 
 def _flops(layer: eqx.Module) -> str:
@@ -92,40 +129,141 @@ def _flops(layer: eqx.Module) -> str:
     return str(fn()) if callable(fn) else "-"
 
 
-def main(argv: list[str] | None = None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--in", dest="n_in", type=int, default=128)
-    parser.add_argument("--out", dest="n_out", type=int, default=128)
-    parser.add_argument("--batch", type=int, default=1024)
-    parser.add_argument("--repeats", type=int, default=50)
-    parser.add_argument("--only", nargs="*", default=None, help="layer names to run (default: all)")
-    parser.add_argument("--out-dir", default="benchmarks/results")
-    args = parser.parse_args(argv)
-
-    x = jax.random.normal(jax.random.PRNGKey(1), (args.batch, args.n_in))
-    rows = []
-    baseline = None
-    print(f"device: {jax.devices()[0].device_kind}; shape {args.batch}x{args.n_in} -> {args.n_out}")
-    for name, factory in LAYERS.items():
-        if args.only and name not in args.only and not name.startswith("mlp"):
-            continue
-        layer = factory(args.n_in, args.n_out, jax.random.PRNGKey(0))
-        seconds = time_fwd_bwd(layer, x, args.repeats)
-        baseline = seconds if baseline is None else baseline
-        rows.append({"layer": name, "ms": seconds * 1e3, "ratio_vs_mlp": seconds / baseline,
-                     "params": count_parameters(layer), "flops_per_sample": _flops(layer)})
-        print(f"{name:<32s} {seconds * 1e3:8.3f} ms   x{seconds / baseline:6.2f} vs MLP   "
-              f"params {rows[-1]['params']:>8d}   flops/sample {rows[-1]['flops_per_sample']}")
-    out = Path(args.out_dir)
+def _write(rows: list[dict], out_dir: str, stem: str) -> None:
+    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     header = list(rows[0])
-    (out / "layers.csv").write_text("\n".join([",".join(header)] + [
+    (out / f"{stem}.csv").write_text("\n".join([",".join(header)] + [
         ",".join(str(r[h]) for h in header) for r in rows]) + "\n")
     md = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     md += ["| " + " | ".join(f"{r[h]:.3f}" if isinstance(r[h], float) else str(r[h]) for h in header) + " |"
            for r in rows]
-    (out / "layers.md").write_text("\n".join(md) + "\n")
+    (out / f"{stem}.md").write_text("\n".join(md) + "\n")
+
+
+def run_default(args: argparse.Namespace) -> list[dict]:
+    x = jax.random.normal(jax.random.PRNGKey(1), (args.batch, args.n_in))
+    names = [n for n in LAYERS if n == MLP_NAME or not args.only or n in args.only]
+    layers = {n: LAYERS[n](args.n_in, args.n_out, jax.random.PRNGKey(0)) for n in names}
+    print(f"device: {jax.devices()[0].device_kind}; shape {args.batch}x{args.n_in} -> {args.n_out}; "
+          f"round-robin, {args.repeats} rounds")
+    seconds = time_interleaved(layers, x, args.repeats)
+    base = seconds[MLP_NAME]
+    rows = []
+    for name, layer in layers.items():
+        rows.append({"layer": name, "ms": seconds[name] * 1e3, "ratio_vs_mlp": seconds[name] / base,
+                     "params": count_parameters(layer), "flops_per_sample": _flops(layer)})
+        print(f"{name:<34s} {seconds[name] * 1e3:8.3f} ms   x{seconds[name] / base:6.2f} vs MLP   "
+              f"params {rows[-1]['params']:>8d}   flops/sample {rows[-1]['flops_per_sample']}")
+    _write(rows, args.out_dir, "layers")
     return rows
+
+
+def run_scaling(args: argparse.Namespace) -> list[dict]:
+    print(f"device: {jax.devices()[0].device_kind}; batch {args.batch}; width -> width; B-spline k=3; "
+          f"each pair round-robin, {args.repeats} rounds")
+    print(f"{'width':>5s} {'G':>3s} {'mlp ms':>9s} {'kan ms':>9s} {'kan/mlp':>8s}")
+    rows = []
+    for width in (64, 256, 512):
+        x = jax.random.normal(jax.random.PRNGKey(1), (args.batch, width))
+        for grid in (5, 10, 20):
+            layers = {"mlp": _mlp_layer(width, width, jax.random.PRNGKey(0)),
+                      "kan": _bspline_layer(width, width, jax.random.PRNGKey(0), grid)}
+            sec = time_interleaved(layers, x, args.repeats)
+            rows.append({"width": width, "grid_size": grid, "mlp_ms": sec["mlp"] * 1e3,
+                         "kan_ms": sec["kan"] * 1e3, "ratio": sec["kan"] / sec["mlp"]})
+            print(f"{width:5d} {grid:3d} {sec['mlp'] * 1e3:9.3f} {sec['kan'] * 1e3:9.3f} "
+                  f"{sec['kan'] / sec['mlp']:8.2f}", flush=True)
+    _write(rows, args.out_dir, "layers_scaling")
+    return rows
+
+
+# ----- memory: one subprocess per contender ------------------------------------------------------
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def _reset_peak() -> None:
+    Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current VmRSS
+
+
+def _memory_child(args: argparse.Namespace) -> dict:
+    mib = 1024.0
+    x = jax.random.normal(jax.random.PRNGKey(1), (args.batch, args.n_in))
+    factory = _mlp_layer if args.child == "mlp" else (
+        lambda i, o, k: _bspline_layer(i, o, k, args.grid))
+    jax.block_until_ready(factory(8, 8, jax.random.PRNGKey(2)))  # warm jax up (not counted)
+    _reset_peak()
+    rss0 = _status_kib("VmRSS")
+    layer = jax.block_until_ready(factory(args.n_in, args.n_out, jax.random.PRNGKey(0)))
+    build = _status_kib("VmHWM") - rss0
+    step, params = grad_step(layer)
+    compiled = step.lower(params, x).compile()
+    analysis = compiled.memory_analysis()
+    xla = (analysis.temp_size_in_bytes + analysis.argument_size_in_bytes
+           + analysis.output_size_in_bytes) / 2**20 if analysis is not None else float("nan")
+    _reset_peak()
+    rss1 = _status_kib("VmRSS")
+    jax.block_until_ready(compiled(params, x))  # the first run: memory freed later stays resident
+    run = _status_kib("VmHWM") - rss1
+    param_mib = sum(leaf.nbytes for leaf in jax.tree_util.tree_leaves(params)) / 2**20
+    return {"xla_step_mib": xla, "rss_step_mib": run / mib, "rss_build_mib": build / mib,
+            "param_mib": param_mib}
+
+
+def run_memory(args: argparse.Namespace) -> list[dict]:
+    print(f"peak memory of one training step (grad w.r.t. parameters and input), batch {args.batch}, "
+          f"{args.n_in} -> {args.n_out}, B-spline G={args.grid} k=3; one subprocess per contender")
+    results = {}
+    for child in ("mlp", "kan"):
+        cmd = [sys.executable, "-m", "benchmarks.layers", "--child", child, "--in", str(args.n_in),
+               "--out", str(args.n_out), "--batch", str(args.batch), "--grid", str(args.grid)]
+        done = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ), check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"memory child {child} failed:\n{done.stderr[-3000:]}")
+        results[child] = json.loads(done.stdout.strip().splitlines()[-1])
+    base = results["mlp"]
+    rows = []
+    print(f"{'layer':<6s} {'XLA step MiB':>13s} {'x MLP':>6s} {'RSS step MiB':>13s} {'x MLP':>6s} "
+          f"{'build RSS MiB':>14s} {'params MiB':>11s}")
+    for name, r in results.items():
+        rows.append({"layer": name, **r, "xla_ratio": r["xla_step_mib"] / base["xla_step_mib"],
+                     "rss_ratio": r["rss_step_mib"] / max(base["rss_step_mib"], 1e-9)})
+        print(f"{name:<6s} {r['xla_step_mib']:13.1f} {rows[-1]['xla_ratio']:6.2f} {r['rss_step_mib']:13.1f} "
+              f"{rows[-1]['rss_ratio']:6.2f} {r['rss_build_mib']:14.1f} {r['param_mib']:11.2f}")
+    _write(rows, args.out_dir, "layers_memory")
+    return rows
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--in", dest="n_in", type=int, default=None)
+    parser.add_argument("--out", dest="n_out", type=int, default=None)
+    parser.add_argument("--batch", type=int, default=None)
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--grid", type=int, default=10, help="B-spline grid size for --memory")
+    parser.add_argument("--only", nargs="*", default=None, help="layer names to run (default: all)")
+    parser.add_argument("--scaling", action="store_true", help="KAN/MLP ratio over width x grid size")
+    parser.add_argument("--memory", action="store_true", help="peak training memory vs the MLP's")
+    parser.add_argument("--child", choices=["mlp", "kan"], default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--out-dir", default="benchmarks/results")
+    args = parser.parse_args(argv)
+    big = args.memory or args.child is not None
+    args.n_in = args.n_in or (256 if big else 128)
+    args.n_out = args.n_out or (256 if big else 128)
+    args.batch = args.batch or (32768 if big else 1024)
+    args.repeats = args.repeats or (20 if args.scaling else 50)
+    if args.child is not None:
+        print(json.dumps(_memory_child(args)))
+        return []
+    if args.memory:
+        return run_memory(args)
+    if args.scaling:
+        return run_scaling(args)
+    return run_default(args)
 
 
 if __name__ == "__main__":
