@@ -8,7 +8,8 @@ Shapes are (batch * tokens, channels) with 8 groups and a 5/4 rational in form A
 ``custom_vjp``), (c) the plain jnp formula differentiated by ``jax.grad`` ("jnp"). Bytes counted
 are the unavoidable traffic: forward reads x and writes y (2 N D elements); forward+backward also
 reads x and the cotangent and writes dx (5 N D). GB/s is printed against the device's peak memory
-bandwidth where known. On CPU the Pallas kernels would only run in interpret mode (a Python-level
+bandwidth where known, and each pass's time as a multiple of the same backend's forward
+("x fwd"); contenders are timed interleaved (round-robin), so load hits them alike. On CPU the Pallas kernels would only run in interpret mode (a Python-level
 emulation, meaningless for timing), so only the XLA paths run there. Writes CSV + Markdown.
 """
 
@@ -41,14 +42,18 @@ def peak_bandwidth(device_kind: str) -> float | None:
     return None
 
 
-def _median_seconds(fn, args, repeats: int) -> float:
-    jax.block_until_ready(fn(*args))  # compile + warm up
-    times = []
+def _interleaved_medians(programs: list, repeats: int) -> list[float]:
+    """Median seconds of each ``(fn, args)``, timed round-robin (one call of each per round) so
+    load from other processes hits every contender alike."""
+    for fn, args in programs:
+        jax.block_until_ready(fn(*args))  # compile + warm up
+    times = [[] for _ in programs]
     for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for t, (fn, args) in zip(times, programs):
+            start = time.perf_counter()
+            jax.block_until_ready(fn(*args))
+            t.append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times]
 
 
 def _programs(backend: str):
@@ -72,18 +77,22 @@ def run(shapes, dtype, backends, repeats: int, peak: float | None) -> list[dict]
         x = jax.random.normal(kx, (n, d), jnp.float32).astype(dtype)
         gy = jax.random.normal(kg, (n, d), jnp.float32).astype(dtype)
         elem_bytes = n * d * jnp.dtype(dtype).itemsize
+        cases = []
         for backend in backends:
             fwd, fwd_bwd = _programs(backend)
-            for label, fn, args, traffic in (("fwd", fwd, (x, a, b), 2 * elem_bytes),
-                                             ("fwd+bwd", fwd_bwd, (x, a, b, gy), 5 * elem_bytes)):
-                seconds = _median_seconds(fn, args, repeats)
-                gbs = traffic / seconds / 1e9
-                rows.append({"rows": n, "channels": d, "dtype": jnp.dtype(dtype).name, "impl": backend,
-                             "pass": label, "ms": seconds * 1e3, "GB/s": gbs,
-                             "pct_peak": (100.0 * gbs / peak) if peak else float("nan")})
-                r = rows[-1]
-                print(f"{n:>6d} x {d:<5d} {r['dtype']:<8s} {backend:<7s} {label:<8s} {r['ms']:9.3f} ms"
-                      f" {gbs:9.1f} GB/s" + (f"  {r['pct_peak']:5.1f}% of peak" if peak else ""))
+            cases += [(backend, "fwd", fwd, (x, a, b), 2 * elem_bytes),
+                      (backend, "fwd+bwd", fwd_bwd, (x, a, b, gy), 5 * elem_bytes)]
+        seconds = _interleaved_medians([(fn, args) for _, _, fn, args, _ in cases], repeats)
+        fwd_s = {backend: s for (backend, label, *_), s in zip(cases, seconds) if label == "fwd"}
+        for (backend, label, _, _, traffic), sec in zip(cases, seconds):
+            gbs = traffic / sec / 1e9
+            rows.append({"rows": n, "channels": d, "dtype": jnp.dtype(dtype).name, "impl": backend,
+                         "pass": label, "ms": sec * 1e3, "x_fwd": sec / fwd_s[backend], "GB/s": gbs,
+                         "pct_peak": (100.0 * gbs / peak) if peak else float("nan")})
+            r = rows[-1]
+            print(f"{n:>6d} x {d:<5d} {r['dtype']:<8s} {backend:<7s} {label:<8s} {r['ms']:9.3f} ms"
+                  f" {r['x_fwd']:5.1f}x fwd {gbs:9.1f} GB/s"
+                  + (f"  {r['pct_peak']:5.1f}% of peak" if peak else ""))
     return rows
 
 
