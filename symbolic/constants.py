@@ -3,7 +3,8 @@
 Every float in the expression becomes a parameter. The parameters are refitted by Levenberg-Marquardt
 (float64 numpy, central-difference derivatives) on the training data; then, greedily, each constant
 (those closest to a nice value first) is fixed to a nice value (0, an integer, a simple fraction p/q
-with q <= 6 and |p| <= 100, k*pi/q, k/(q*pi), k*pi^2/q or k/(q*pi^2) with |k| <= 12), the others are refitted, and
+with q <= 6 and |p| <= 100, k*pi/q, k/(q*pi), k*pi^2/q, k/(q*pi^2), k*sqrt(pi)/q, k/(q*sqrt(pi)), k*sqrt(2*pi)/q,
+k/(q*sqrt(2*pi)), k*sqrt(2)/q or k*sqrt(3)/q with |k| <= 12), the others are refitted, and
 the snap is kept only if the RMSE on held-out data stays within ``rtol`` (relative) or ``atol`` (absolute) of the unsnapped formula's RMSE.
 """
 
@@ -19,6 +20,9 @@ _MAX_DENOMINATOR = 6
 _MAX_NUMERATOR = 100
 _MAX_PI_NUMERATOR = 12  # k pi^e / q with |k| <= 12: the pi families would otherwise match almost anything
 _PI_DENOMINATORS = (1, 2, 3, 4, 6)
+# irrational factors of nice constants (k * factor / q): pi's powers, and the Gaussian's sqrt(2 pi)
+_FACTORS = (sp.pi, 1 / sp.pi, sp.pi**2, 1 / sp.pi**2, sp.sqrt(sp.pi), 1 / sp.sqrt(sp.pi), sp.sqrt(2 * sp.pi),
+            1 / sp.sqrt(2 * sp.pi), sp.sqrt(2), sp.sqrt(3))
 
 
 def safe_lambdify(args, expr: sp.Expr, modules: str):
@@ -37,7 +41,7 @@ def nice_candidates(value: float, max_candidates: int = 3, window: float = 0.1) 
         if abs(p) <= _MAX_NUMERATOR:
             r = sp.Rational(p, q)
             cands.setdefault(r, abs(value - float(r)))
-    for factor in (sp.pi, 1 / sp.pi, sp.pi**2, 1 / sp.pi**2):
+    for factor in _FACTORS:
         for q in _PI_DENOMINATORS:
             k = int(round(value * q / float(factor)))
             if k != 0 and abs(k) <= _MAX_PI_NUMERATOR:
