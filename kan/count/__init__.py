@@ -8,7 +8,7 @@
 """
 
 from .counting import (CONVENTIONS, XlaCost, count_flops, count_parameters, kanbefair_counts,
-                       kanbefair_layer_counts, xla_flops)
+                       kanbefair_layer_counts, kanbefair_spec_counts, xla_flops)
 from .kinds import ACTIVATION_FLOPS, KINDS, Kind, build, get_kind, spec_counts
 from .matching import Match, match_widths
 from .models import LayerStack, SplineActivation, SplineMLP
@@ -29,6 +29,7 @@ __all__ = [
     "get_kind",
     "kanbefair_counts",
     "kanbefair_layer_counts",
+    "kanbefair_spec_counts",
     "match_widths",
     "spec_counts",
     "xla_flops",

@@ -128,6 +128,23 @@ def kanbefair_counts(model: Any) -> tuple[int, int]:
                      f"{type(model).__name__}")
 
 
+def kanbefair_spec_counts(kind: str, widths, grid_size: int = 5, order: int = 3,
+                          activation: str | None = None) -> tuple[int, int]:
+    """Yu et al. 2024's ``(parameters, FLOPs)`` of ``kind`` ("kan" or "mlp") from its widths alone:
+    ``kanbefair_spec_counts("kan", (784, 2, 10), grid_size=3, order=2) == (12716, 181786)``.
+    ``activation``: the KAN shortcut (default silu) or the MLP's hidden activation (default gelu)."""
+    widths = tuple(int(w) for w in widths)
+    pairs = list(zip(widths[:-1], widths[1:]))
+    if kind == "kan":
+        counts = [kanbefair_layer_counts(i, o, grid_size, order, activation or "silu") for i, o in pairs]
+    elif kind == "mlp":
+        counts = [kanbefair_layer_counts(i, o, None, None, (activation or "gelu") if n < len(pairs) - 1 else None)
+                  for n, (i, o) in enumerate(pairs)]
+    else:
+        raise ValueError(f"kanbefair convention is defined for 'kan' and 'mlp' only, got {kind!r}")
+    return sum(p for p, _ in counts), sum(f for _, f in counts)
+
+
 class XlaCost(NamedTuple):
     """XLA's cost analysis of the compiled forward, per sample: ``flops`` (adds, multiplies, compares,
     ...) and ``transcendentals`` (exp, log, tanh, ... counted separately by XLA)."""

@@ -12,7 +12,9 @@ import dataclasses
 import functools
 from typing import Any, Callable, Mapping
 
+import equinox as eqx
 import jax
+import numpy as np
 from jaxtyping import PRNGKeyArray
 
 from bases import ActivationPair, Basis, Rational, count_parameters
@@ -30,8 +32,11 @@ _SKAN_DEFAULT = ("bspline", "rbf", "fourier", "chebyshev", "rational")
 
 @functools.lru_cache(maxsize=512)
 def _basis_stats(factory_key: tuple, d: int) -> tuple[int, int, int]:
-    """``(num_functions, flops_per_input, trainable parameters)`` of a basis on ``d`` inputs."""
-    basis = _make_basis(factory_key, d)
+    """``(num_functions, flops_per_input, trainable parameters)`` of a basis on ``d`` inputs. The basis is
+    built abstractly (shapes only, nothing computed or compiled), then its leaves stand in as zeros."""
+    abstract = eqx.filter_eval_shape(_make_basis, factory_key, d)
+    basis = jax.tree_util.tree_map(
+        lambda leaf: np.zeros(leaf.shape, leaf.dtype) if isinstance(leaf, jax.ShapeDtypeStruct) else leaf, abstract)
     return basis.num_functions, int(basis.flops_per_input()), count_parameters(basis)
 
 
