@@ -2,13 +2,20 @@
 
 No constant term (the layer's bias plays that role). ``frequency`` ``w`` (default 1) sets the base
 period ``2 pi / w``; the default plotting domain is one period, ``[-pi / w, pi / w]``.
+
+Only ``cos(w x)`` and ``sin(w x)`` are transcendental: the higher harmonics follow by angle addition,
+``cos((k+1) t) = cos(k t) cos t - sin(k t) sin t`` (and likewise for sin), whose rounding error grows
+about linearly in ``k`` (a few float32 ulps at ``G = 5``). The derivative is written from the features
+themselves (``d/dx cos(k w x) = -k w sin(k w x)``), so the backward costs one multiply per feature.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
@@ -17,6 +24,37 @@ from .basis import Basis, check_last_dim
 from .rbf import _check_indices, _compiled_moment, _compiled_trace
 
 _TRIG_FLOPS = 4  # a transcendental counted like a sigmoid (Yu et al. 2024 cost table)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2))
+def fourier_features(x: Float[Array, "..."], grid_size: int, frequency: float) -> Float[Array, "... k2"]:
+    """``(...) -> (..., 2G)``: ``[cos(w x), ..., cos(G w x), sin(w x), ..., sin(G w x)]`` from one
+    ``cos``/``sin`` pair by angle addition.
+
+    Written as one elementwise expression over the feature axis (harmonic ``k`` picked by a select
+    at step ``k`` of the recurrence) so XLA emits one loop instead of ``2G`` loops and a
+    concatenate; the barrier keeps the two transcendentals out of that loop (computed once per input).
+    """
+    t = x * frequency
+    c1, s1 = jax.lax.optimization_barrier((jnp.cos(t), jnp.sin(t)))
+    c, s = c1[..., None], s1[..., None]
+    k = jnp.arange(1, grid_size + 1)
+    ck, sk = c, s
+    cos, sin = c, s
+    for step in range(2, grid_size + 1):
+        ck, sk = ck * c - sk * s, sk * c + ck * s
+        cos, sin = jnp.where(k >= step, ck, cos), jnp.where(k >= step, sk, sin)
+    return jnp.concatenate([cos, sin], axis=-1)
+
+
+@fourier_features.defjvp
+def _fourier_features_jvp(grid_size, frequency, primals, tangents):
+    (x,), (dx,) = primals, tangents
+    feats = fourier_features(x, grid_size, frequency)
+    k = jnp.arange(1, grid_size + 1, dtype=feats.dtype) * frequency
+    cos, sin = feats[..., :grid_size], feats[..., grid_size:]
+    slope = jnp.concatenate([-k * sin, k * cos], axis=-1)
+    return feats, slope * dx[..., None]
 
 
 class Fourier(Basis):
@@ -45,9 +83,7 @@ class Fourier(Basis):
     def __call__(self, x: Float[Array, "... d"]) -> Float[Array, "... d k"]:
         check_last_dim(x, self.in_features, "Fourier")
         x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
-        k = jnp.arange(1, self.grid_size + 1, dtype=x.dtype) * self.frequency
-        angle = x[..., None] * k
-        return jnp.concatenate([jnp.cos(angle), jnp.sin(angle)], axis=-1)
+        return fourier_features(x, self.grid_size, self.frequency)
 
     def gaussian_second_moment_trace(self) -> Float[Array, " d"]:
         return _compiled_trace(self)

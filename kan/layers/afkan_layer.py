@@ -23,6 +23,10 @@ depend on the batch; ``"batch"`` reproduces the published behaviour, ``"none"`` 
 The phase grid spans ``grid_range`` (default ``(-1, 1)``, like the other bases of this package; the
 published code uses ``(0, 1)``), with start/end points trained and shared by all inputs by default.
 
+Speed: for ``"global_attn"`` and ``"linear"`` the min-max scaling is applied after the reduction over
+the ``K`` functions (both are affine in the features), so the normalised ``(..., d, K)`` tensor is
+never formed (nor its gradient).
+
 Init: LayerNorm makes each sample's ``z`` zero-mean, unit-variance over the inputs, so ``W`` is drawn
 with ``Var = 1 / (in * E[act(u)^2])``, u ~ N(0, 1), which keeps the output variance near 1.
 """
@@ -114,10 +118,31 @@ class AFKANLayer(eqx.Module):
         """Min-max scaling of the features to [0, 1], per sample or over the whole batch."""
         if self.normalization == "none":
             return feats
-        axes = (-2, -1) if self.normalization == "per_sample" else tuple(range(feats.ndim))
-        lo = jnp.min(feats, axis=axes, keepdims=True)
-        hi = jnp.max(feats, axis=axes, keepdims=True)
-        return (feats - lo) / (hi - lo + _EPS)
+        lo, scale = self._min_max_scale(feats)
+        return (feats - lo[..., None]) * scale[..., None]
+
+    def _min_max_scale(self, feats: Float[Array, "... d k"]) -> tuple[Array, Array]:
+        """``lo`` and ``1 / (hi - lo + eps)``, shaped ``(..., 1)`` (per sample) or ``(1, ..., 1)``."""
+        axes = (feats.ndim - 2, feats.ndim - 1) if self.normalization == "per_sample" else tuple(range(feats.ndim))
+        lo, hi = jnp.min(feats, axis=axes), jnp.max(feats, axis=axes)
+        if self.normalization == "batch":
+            lo, hi = lo[(None,) * (feats.ndim - 2)], hi[(None,) * (feats.ndim - 2)]
+        return lo[..., None], 1.0 / (hi[..., None] - lo[..., None] + _EPS)
+
+    def _reduce_raw(self, feats: Float[Array, "... d k"]) -> Float[Array, "... d"]:
+        """:meth:`reduce` of :meth:`normalize` for the reductions affine in the features
+        (global attention, linear): reduce over ``k`` first, then scale ``(..., d)`` values."""
+        v = self.score_weight
+        dot, total = feats @ v, jnp.sum(feats, axis=-1)
+        if self.normalization == "none":
+            lo, scale = jnp.zeros((), feats.dtype), jnp.ones((), feats.dtype)
+        else:
+            lo, scale = self._min_max_scale(feats)
+        scores = (dot - lo * jnp.sum(v)) * scale + self.score_bias
+        if self.reduction == "linear":
+            return scores
+        weights = jax.nn.softmax(scores / jnp.maximum(self.temperature, 1.0), axis=-1)
+        return weights * ((total - feats.shape[-1] * lo) * scale)
 
     def reduce(self, feats: Float[Array, "... d k"]) -> tuple[Float[Array, "... d"], Optional[Array]]:
         """One value per input from normalised features; also the attention weights (``None`` for
@@ -139,7 +164,11 @@ class AFKANLayer(eqx.Module):
         """``key`` is unused (accepted so the layer drops into ``eqx.nn.Sequential``)."""
         del key
         check_last_dim(x, self.in_features, "AFKANLayer")
-        z, _ = self.reduce(self.normalize(self.basis(x)))
+        feats = self.basis(x)
+        if self.reduction == "spatial_attn":
+            z, _ = self.reduce(self.normalize(feats))
+        else:
+            z = self._reduce_raw(feats)
         mean = jnp.mean(z, axis=-1, keepdims=True)
         var = jnp.var(z, axis=-1, keepdims=True)
         z = (z - mean) * jax.lax.rsqrt(var + 1e-5) * self.norm_weight + self.norm_bias
