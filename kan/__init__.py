@@ -6,9 +6,10 @@ checkpoints), :mod:`kan.edit` (pruning, grids, surgery, calibration), :mod:`kan.
 transformer blocks, ViT/KAT, GPT). The public names below are the stable way in.
 """
 
-from . import edit, layers, nn, train
+from . import count, edit, layers, nn, train
 
 from .layers.afkan_layer import AFKANLayer
+from .count import count_flops, count_parameters, match_widths, xla_flops
 from .edit.calibrate import CalibrationRecord, calibrate, layer_variances, register_layer_kind
 from .train.data import create_dataset
 from .train.fit import check_data, dataset_pairs, fit, mse
@@ -52,9 +53,12 @@ __all__ = [
     "create_dataset",
     "dataset_pairs",
     "check_data",
+    "count_flops",
+    "count_parameters",
     "drop_disconnected_nodes",
     "fit",
     "load",
+    "match_widths",
     "mse",
     "plot",
     "plot_edge",
@@ -68,4 +72,5 @@ __all__ = [
     "sparsity_regularizer",
     "update_grid",
     "update_layer_grid",
+    "xla_flops",
 ]

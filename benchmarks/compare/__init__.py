@@ -6,5 +6,6 @@ given number of seeds and trials), :data:`TASKS` (the registry).
 
 from .tasks import TASKS, Task, get_task, register_task
 from .runner import run_task  # noqa: E402
+from . import transformer  # noqa: E402,F401  (registers digits_transformer)
 
 __all__ = ["TASKS", "Task", "get_task", "register_task", "run_task"]

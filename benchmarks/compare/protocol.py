@@ -29,7 +29,7 @@ import numpy as np
 import optax
 
 from bases import trainable_filter
-from kan.count import build, count_flops, count_parameters, get_kind, match_widths
+from kan.count import KINDS, build, count_flops, count_parameters, get_kind, match_widths
 
 from .tasks import Task
 
@@ -91,7 +91,7 @@ def trials(task: Task, kind: str, num: int) -> list[dict[str, Any]]:
     for i in range(num):
         t = {"lr": float(math.exp(math.log(LR_RANGE[0]) + u[i, 0] * math.log(LR_RANGE[1] / LR_RANGE[0]))),
              "weight_decay": float(math.exp(math.log(WD_RANGE[0]) + u[i, 1] * math.log(WD_RANGE[1] / WD_RANGE[0])))}
-        option = get_kind(kind).grid_option
+        option = get_kind(kind).grid_option if kind in KINDS else None
         if option is not None:
             choices = GRID_CHOICES[kind]
             t[option] = int(choices[i % len(choices)])
@@ -166,6 +166,8 @@ class TrialResult:
 def matched_model(task: Task, kind: str, budget: float, hyper: dict, in_features: int, out_features: int, key):
     """Build ``kind`` matched to ``budget`` with the trial's grid option; ``(model, widths)``."""
     options = {k: v for k, v in hyper.items() if k not in ("lr", "weight_decay")}
+    if task.model_fn is not None:
+        return task.model_fn(kind, budget, options, in_features, out_features, key)
     m = match_widths(kind, budget, in_features=in_features, out_features=out_features, depth=task.depth,
                      metric=task.budget_metric, **options)
     return build(kind, m.widths, key=key, **options), m.widths

@@ -31,7 +31,9 @@ class Task:
     (regression) or ``(n,)`` int labels (classification, continual). ``budgets`` are parameter counts
     (``budget_metric="params"``) or forward FLOPs per sample (``"flops"``). ``epochs``, ``batch_size``
     and ``fractions`` (train, val, test) set the protocol; ``stages`` splits the classes into
-    class-incremental stages (continual tasks only)."""
+    class-incremental stages (continual tasks only). ``model_fn(kind, budget, options, in_features,
+    out_features, key) -> (model, widths)`` replaces the standard models (:data:`kan.count.KINDS`
+    matched by :func:`kan.count.match_widths`) with your own; the model needs ``flops()`` for the table."""
 
     name: str
     load: Callable[[int], tuple[np.ndarray, np.ndarray]]
@@ -44,13 +46,14 @@ class Task:
     batch_size: int = 64
     fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
     stages: Optional[tuple[tuple[int, ...], ...]] = None
+    model_fn: Optional[Callable[..., tuple]] = None
     description: str = ""
 
     def __post_init__(self):
         if self.problem not in PROBLEMS:
             raise ValueError(f"Task {self.name!r}: problem must be one of {PROBLEMS}, got {self.problem!r}")
         for kind in self.kinds:
-            if kind not in KINDS:
+            if kind not in KINDS and self.model_fn is None:
                 raise ValueError(f"Task {self.name!r}: unknown model kind {kind!r}; valid: {', '.join(KINDS)}")
         if self.budget_metric not in ("params", "flops"):
             raise ValueError(f"Task {self.name!r}: budget_metric must be 'params' or 'flops'")

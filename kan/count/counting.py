@@ -59,7 +59,7 @@ def count_flops(model: Any, convention: str = "package") -> int:
     Kinds: :class:`kan.KAN`, :class:`kan.MLP`, any layer of :mod:`kan.layers` (KANLayer, GroupKANLayer,
     AFKANLayer, SelectableKANLayer, SelectedKANLayer), :class:`LayerStack`, :class:`SplineMLP`,
     :class:`SplineActivation`, ``kan.nn`` feed-forward blocks and Linear layers, ``eqx.nn.Linear``
-    and tuples/lists of these (summed). ``convention="kanbefair"`` (B-spline KAN and MLP only):
+    tuples/lists of these (summed), and any other object with a ``flops()`` method. ``convention="kanbefair"`` (B-spline KAN and MLP only):
     ``d_in d_out [9K(G + 1.5K) + 2G - 2.5K + 3] + act d_in`` per KAN layer and
     ``2 d_in d_out + act d_out`` per MLP layer (activation after hidden layers only).
     """
@@ -82,6 +82,8 @@ def count_flops(model: Any, convention: str = "package") -> int:
     if name == "Linear" and hasattr(model, "weight"):  # kan.nn.Linear
         o, i = model.weight.shape
         return 2 * i * o + (o if getattr(model, "bias", None) is not None else 0)
+    if callable(getattr(model, "flops", None)):  # any other model that counts itself
+        return int(model.flops())
     raise TypeError(f"count_flops: unsupported model kind {name}; supported: KAN, MLP, KANLayer, GroupKANLayer, "
                     "AFKANLayer, SelectableKANLayer, SelectedKANLayer, LayerStack, SplineMLP, "
                     "SplineActivation, FeedForward, Linear (or a list of them)")
