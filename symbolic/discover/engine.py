@@ -34,6 +34,7 @@ class Settings:
     exact: float = 1e-5           # relative validation RMSE under which a formula counts as a fit
     noise: Optional[float] = None  # known noise standard deviation of y
     max_depth: int = 2
+    sparse_terms: int = 4
     combination_tol: float = 0.02
     separability_tol: float = 0.05
     dependence_tol: float = 1e-4
@@ -41,11 +42,12 @@ class Settings:
 
 
 def _fits(cands: Sequence[Candidate], scale: float, settings: Settings) -> bool:
-    if not cands:
-        return False
-    best = min(c.val_rmse for c in cands)
+    """Whether a sparse formula (at most ``settings.sparse_terms`` features) fits within the exactness
+    limit: then no structure is looked for. A fit that needs many features may be a series standing in
+    for one function outside the library (``-log(1 + x)`` as five smooth terms), so it does not stop
+    the search."""
     limit = settings.exact * scale if settings.noise is None else max(settings.exact * scale, 1.1 * settings.noise)
-    return best <= limit
+    return any(c.val_rmse <= limit and 0 < c.terms <= settings.sparse_terms for c in cands)
 
 
 def refit_expr(expr: sp.Expr, variables: Sequence[sp.Symbol], train: Split) -> sp.Expr:
@@ -154,8 +156,14 @@ def _sub_data(surrogate: Surrogate, x: np.ndarray, group: Sequence[int], anchor:
 
 
 def _best_few(cands: Sequence[Candidate], count: int = 3) -> list[Candidate]:
+    """The ``count`` simplest formulas on the front within 3x of its best validation RMSE: a side of a
+    split is fitted to surrogate data, whose error (~1e-3) lets an overfitted formula edge out the
+    true one."""
     front = pareto_front(cands)
-    return sorted(front, key=lambda c: c.val_rmse)[:count]
+    if not front:
+        return []
+    best = min(c.val_rmse for c in front)
+    return [c for c in front if c.val_rmse <= 3 * best][:count]
 
 
 def _separable(train, val, variables, hyp, surrogate, budget, settings, depth, label) -> list[Candidate]:

@@ -36,6 +36,7 @@ class Candidate:
     test_rmse: float = float("nan")
     network: Any = None
     snapped: bool = False
+    terms: int = 0  # features of a sparse-regression formula (0: not from that route)
 
     @property
     def complexity(self) -> int:

@@ -24,7 +24,7 @@ def regression_candidates(train: Split, val: Split, variables: Sequence[sp.Symbo
     """The ``keep`` most promising (transform, support) formulas for ``y`` from ``train = (x (n, d),
     y (n,))``: the best few of each size and transform, with float constants (not yet snapped)."""
     (x, y), (vx, vy) = train, val
-    library = build_library(np.concatenate([x, vx]), families)
+    library = build_library(np.concatenate([x, vx]), families, max_factors=3)
     found = search_transformed(library, (x, y), (vx, vy), max_terms=max_terms, beam=beam, families=families,
                                deadline=None if budget is None else budget.expired)
     found = [c for c in found if np.isfinite(c.val_rmse)]
@@ -36,7 +36,8 @@ def regression_candidates(train: Split, val: Split, variables: Sequence[sp.Symbo
     out = []
     for c in shortlist[:keep]:
         expr = c.expr(library, variables)
-        out.append(Candidate(expr, tuple(variables), c.val_rmse, f"{source}[{c.transform.name}]"))
+        out.append(Candidate(expr, tuple(variables), c.val_rmse, f"{source}[{c.transform.name}]",
+                             terms=len(c.support) + len(c.denominator)))
     return out
 
 

@@ -25,7 +25,7 @@ COMBINATIONS = ("+", "-", "*", "/")
 
 @dataclasses.dataclass
 class Surrogate:
-    """A KAN fitted to standardised data: ``f(x) = y_mean + y_std * net((x - x_mean) / x_std)``."""
+    """A KAN fitted to standardised data: ``f(x) = y_mean + y_std * net((pad(x) - x_mean) / x_std)``."""
 
     net: Any
     x_mean: np.ndarray
@@ -33,34 +33,50 @@ class Surrogate:
     y_mean: float
     y_std: float
     val_rel_rmse: float
+    num_inputs: int
+
+    def pad(self, x):
+        """``x (..., d)`` with zero columns appended to the network's input width."""
+        extra = self.x_mean.shape[0] - self.num_inputs
+        if not extra:
+            return x
+        lib = jnp if isinstance(x, jax.Array) else np
+        return lib.concatenate([x, lib.zeros(x.shape[:-1] + (extra,), x.dtype)], axis=-1)
 
     def scalar(self, x: jax.Array) -> jax.Array:
         """``x (d,) -> f(x)`` (for autodiff)."""
-        z = (x - self.x_mean) / self.x_std
+        z = (self.pad(x) - self.x_mean) / self.x_std
         return self.y_mean + self.y_std * self.net(z[None, :])[0, 0]
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """``x (n, d) -> (n,)``."""
-        z = jnp.asarray((np.asarray(x) - self.x_mean) / self.x_std, jnp.float32)
+        z = jnp.asarray((self.pad(np.asarray(x, np.float64)) - self.x_mean) / self.x_std, jnp.float32)
         return np.asarray(self.y_mean + self.y_std * self.net(z)[:, 0], np.float64)
 
 
+_PADDED_WIDTH = 6  # inputs are padded to this many columns so that one compiled fit serves every problem
+
+
 def fit_surrogate(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray], *,
-                  hidden: Optional[int] = None, steps: int = 30, seed: int = 0) -> Surrogate:
-    """A KAN ``[d, hidden, 1]`` (default ``hidden = 2 d + 1``, the Kolmogorov-Arnold width; at most 9),
-    grid 8, fitted by L-BFGS (``steps`` x 20 iterations) to standardised ``train``; its relative validation RMSE is recorded."""
+                  hidden: int = 9, steps: int = 50, seed: int = 0) -> Surrogate:
+    """A KAN ``[w, hidden, 1]``, grid 8, fitted by L-BFGS (``steps`` x 20 iterations) to standardised
+    ``train``; its relative validation RMSE is recorded. Problems with up to 6 variables are padded
+    with constant zero columns to ``w = 6`` inputs (a zero column adds a constant, nothing else), so
+    the recursion's sub-problems and every later run reuse one compiled fit (most of a cold fit's time
+    is XLA compiling it); wider problems get ``w = d``."""
     import kan  # symbolic sits above kan; imported here so the regression route does not need it
 
     x, y = train
     d = x.shape[1]
-    x_mean, x_std = x.mean(0), x.std(0) + 1e-12
+    width = max(d, _PADDED_WIDTH)
+    x_mean = np.concatenate([x.mean(0), np.zeros(width - d)])
+    x_std = np.concatenate([x.std(0) + 1e-12, np.ones(width - d)])
     y_mean, y_std = float(y.mean()), float(y.std() + 1e-12)
-    z = jnp.asarray((x - x_mean) / x_std, jnp.float32)
+    s = Surrogate(None, x_mean, x_std, y_mean, y_std, float("nan"), d)
+    z = jnp.asarray((s.pad(x) - x_mean) / x_std, jnp.float32)
     t = jnp.asarray(((y - y_mean) / y_std)[:, None], jnp.float32)
-    hidden = hidden or min(2 * d + 1, 9)
-    net = kan.KAN((d, hidden, 1), grid_size=8, grid_range=(-2.0, 2.0), key=jax.random.PRNGKey(seed))
-    net, _ = kan.fit(net, (z, t), steps=steps, optimizer="lbfgs", progress=False, update_grid=False)
-    s = Surrogate(net, x_mean, x_std, y_mean, y_std, float("nan"))
+    net = kan.KAN((width, hidden, 1), grid_size=8, grid_range=(-2.0, 2.0), key=jax.random.PRNGKey(seed))
+    s.net, _ = kan.fit(net, (z, t), steps=steps, optimizer="lbfgs", progress=False, update_grid=False)
     vx, vy = val
     s.val_rel_rmse = float(np.sqrt(np.mean((s(vx) - vy) ** 2)) / y_std)
     return s
