@@ -15,6 +15,9 @@ library).
 
 Run: ``python -m benchmarks.feynman [--only I.16.6,II.2.42] [--steps 40]``; writes
 ``feynman_results.csv`` and ``feynman_results.md`` into ``--out`` (default: current folder).
+``--auto`` runs ``symbolic.discover`` on (x, y) alone instead (``benchmarks.feynman_auto``), on the
+Feynman set and the made-up laws of ``benchmarks.laws`` (``--set feynman|laws|all``), cold and warm
+(``--modes cold,warm``), with ``--noise 0.01`` for 1% noise; the hand-shaped mode is its upper bound.
 """
 
 from __future__ import annotations
@@ -275,7 +278,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--jobs", type=int, default=1, help="equations run at the same time")
     parser.add_argument("--memory-gb", type=float, default=8.0, help="address-space limit per equation")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per equation")
+    parser.add_argument("--auto", action="store_true", help="symbolic.discover from (x, y) alone")
+    parser.add_argument("--set", default="all", choices=("feynman", "laws", "all"), help="--auto: which laws")
+    parser.add_argument("--budget", type=float, default=60.0, help="--auto: discover's time budget (s)")
+    parser.add_argument("--noise", type=float, default=0.0, help="--auto: relative noise added to y")
+    parser.add_argument("--modes", default="cold,warm", help="--auto: cold and/or warm compilation cache")
     args = parser.parse_args(argv)
+    if args.auto:
+        return _main_auto(args)
     chosen = [e for e in EQUATIONS if not args.only or e.name in args.only.split(",")]
     if not chosen:
         raise ValueError(f"no equation named {args.only!r}; known: {[e.name for e in EQUATIONS]}")
@@ -295,6 +305,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     rows = [rows[eq.name] for eq in chosen]
     print(f"exact recovery: {sum(r['exact'] for r in rows)}/{len(rows)} "
           f"({100 * np.mean([r['exact'] for r in rows]):.0f}%)")
+
+
+def _main_auto(args) -> None:
+    from .feynman_auto import run_all, write_auto
+    from .laws import LAWS
+
+    sets = {"feynman": EQUATIONS, "laws": LAWS}
+    for name in (("feynman", "laws") if args.set == "all" else (args.set,)):
+        chosen = [e for e in sets[name] if not args.only or e.name in args.only.split(",")]
+        if not chosen:
+            continue
+        rows = run_all(chosen, args.budget, args.noise, Path(args.out), args.modes.split(","), args.jobs)
+        for mode, mode_rows in rows.items():
+            tag = f"auto_{name}_{mode}" + (f"_noise{args.noise:g}" if args.noise else "")
+            print(f"\n## {tag}\n" + write_auto(mode_rows, Path(args.out), tag))
 
 
 if __name__ == "__main__":

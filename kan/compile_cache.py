@@ -49,3 +49,8 @@ def enable_compile_cache(path: "str | os.PathLike | None" = None) -> Optional[Pa
         return None
     _enabled = folder
     return folder
+
+
+def enabled_dir() -> Optional[Path]:
+    """The folder :func:`enable_compile_cache` turned on in this process, or ``None``."""
+    return _enabled

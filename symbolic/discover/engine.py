@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import time
 from typing import Optional, Sequence
 
 import numpy as np
@@ -21,7 +22,20 @@ from .regression import regression_candidates
 from .surrogate import Surrogate, fit_surrogate, test_hypotheses
 
 Split = tuple[np.ndarray, np.ndarray]
-_SURROGATE_SECONDS = 8.0  # a cold surrogate fit on 2 cores (compile + L-BFGS); not started with less left
+_FIT_SECONDS: list[float] = []  # wall times of this process's surrogate fits
+
+
+def surrogate_seconds() -> float:
+    """A guess of the next surrogate fit's wall time, so that none starts that would overrun the budget:
+    1.5x the last fit in this process; before the first, 25 s (compiling on 2 busy cores) or 8 s when
+    the persistent compilation cache already holds programs."""
+    if _FIT_SECONDS:
+        return 1.5 * _FIT_SECONDS[-1]
+    from kan.compile_cache import enabled_dir
+
+    folder = enabled_dir()
+    warm = folder is not None and folder.is_dir() and any(folder.iterdir())
+    return 8.0 if warm else 25.0
 
 
 @dataclasses.dataclass
@@ -71,17 +85,19 @@ def solve(train: Split, val: Split, variables: Sequence[sp.Expr], budget: Budget
         cands = regression_candidates(train, val, variables, families=settings.families,
                                       max_terms=settings.max_terms, beam=settings.beam,
                                       source=label + "regression", budget=budget)
-    if _fits(cands, scale, settings) or depth >= settings.max_depth or budget.left() < _SURROGATE_SECONDS:
+    if _fits(cands, scale, settings) or depth >= settings.max_depth or budget.left() < surrogate_seconds():
         return cands
     with budget.stage("surrogate"):
+        t0 = time.perf_counter()
         surrogate = fit_surrogate(train, val, seed=settings.seed)
+        _FIT_SECONDS.append(time.perf_counter() - t0)
         hyp = test_hypotheses(surrogate, val[0][:256], val[1][:256])
     cands += _drop_irrelevant(train, val, variables, hyp, budget, settings, depth, label)
     cands += _combinations(train, val, variables, hyp, budget, settings, depth, label)
     cands += _separable(train, val, variables, hyp, surrogate, budget, settings, depth, label)
-    for c in cands:
-        if c.network is None and c.source.startswith(label + "split"):
-            c.network = surrogate.net
+    for c in cands:  # formulas whose structure the surrogate proposed keep it
+        if c.network is None and not c.source.startswith(label + "regression"):
+            c.network = surrogate
     return cands
 
 
