@@ -19,7 +19,7 @@ from ..constants import _Problem, refit
 from .budget import Budget
 from .pareto import Candidate, pareto_front, rmse
 from .regression import regression_candidates
-from .surrogate import Surrogate, fit_surrogate, test_hypotheses
+from .surrogate import Surrogate, fit_surrogate, hypothesis_tests
 
 Split = tuple[np.ndarray, np.ndarray]
 _FIT_SECONDS: list[float] = []  # wall times of this process's surrogate fits
@@ -91,7 +91,7 @@ def solve(train: Split, val: Split, variables: Sequence[sp.Expr], budget: Budget
         t0 = time.perf_counter()
         surrogate = fit_surrogate(train, val, seed=settings.seed)
         _FIT_SECONDS.append(time.perf_counter() - t0)
-        hyp = test_hypotheses(surrogate, val[0][:256], val[1][:256])
+        hyp = hypothesis_tests(surrogate, val[0][:256], val[1][:256])
     cands += _drop_irrelevant(train, val, variables, hyp, budget, settings, depth, label)
     cands += _combinations(train, val, variables, hyp, budget, settings, depth, label)
     cands += _separable(train, val, variables, hyp, surrogate, budget, settings, depth, label)

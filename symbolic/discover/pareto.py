@@ -15,11 +15,15 @@ def complexity(expr: sp.Expr) -> int:
     """Nodes of the expression tree: each operation and symbol counts 1, an exact constant (``1/2``,
     ``sqrt(2)/(2 sqrt(pi))``) counts 1 whatever its form, a fitted float counts 2 (a number that
     names nothing costs more to state than a nice one, the minimum-description-length view)."""
-    if isinstance(expr, sp.Float):
-        return 2
     if expr.is_number:
         return 2 if expr.has(sp.Float) else 1
-    return 1 + sum(complexity(arg) for arg in expr.args)
+    args = expr.args
+    if isinstance(expr, (sp.Mul, sp.Add)):  # the numeric factors (terms) of a product (sum): one constant
+        numbers = [a for a in args if a.is_number]
+        rest = [a for a in args if not a.is_number]
+        const = 0 if not numbers else (2 if any(a.has(sp.Float) for a in numbers) else 1)
+        return 1 + const + sum(complexity(a) for a in rest)
+    return 1 + sum(complexity(arg) for arg in args)
 
 
 @dataclasses.dataclass

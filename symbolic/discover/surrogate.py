@@ -119,7 +119,7 @@ def _splits(d: int) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
     return out
 
 
-def test_hypotheses(s: Surrogate, x: np.ndarray, y: np.ndarray) -> Hypotheses:
+def hypothesis_tests(s: Surrogate, x: np.ndarray, y: np.ndarray) -> Hypotheses:
     """All the tests at the points ``x (n, d)`` (a few hundred are plenty); ``y`` decides whether the
     multiplicative tests apply (f of one sign, away from 0)."""
     grads, hess = _derivatives(s, x, log=False)
