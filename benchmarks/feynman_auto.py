@@ -53,7 +53,7 @@ def write_auto(rows: Sequence[dict], out: Path, name: str) -> str:
 def run_auto(eq: Equation, budget: float, noise: float, cache: str, seed: int = 0) -> dict:
     """One law through ``discover`` in this process; returns a result row."""
     os.environ["KAN_COMPILE_CACHE"] = cache
-    from symbolic.discover import discover
+    from symbolic import discover
 
     syms = _symbols(eq)
     truth = sp.sympify(eq.expr, locals={s.name: s for s in syms})

@@ -36,9 +36,9 @@ def _add_discover(sub) -> None:
 def _run_discover(args) -> int:
     from pathlib import Path
 
-    from symbolic.discover import discover
-    from symbolic.discover.report import plot_result
-    from symbolic.discover.table import read_csv
+    from symbolic import discover
+    from symbolic.discovery.report import plot_result
+    from symbolic.discovery.table import read_csv
 
     from .compile_cache import enable_compile_cache
 

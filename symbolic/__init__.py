@@ -1,6 +1,8 @@
-"""Symbolic regression with KANs: snap edges to library functions, extract whole-model formulas."""
+"""Symbolic regression: formulas from data alone (``discover``), and with KANs: snap edges to library
+functions, extract whole-model formulas."""
 
 from .constants import SnapResult, nice_candidates, refit_rmse, snap_constants
+from .discovery import Candidate, DiscoveryResult, SymbolicRegressor, discover
 from .fit_edges import CurveFits, choose, fit_curves, normalize_affine, scores
 from .formula import (Formula, canonicalize, default_variables, edge_expression, extract_formula,
                       model_expressions, simplify)
@@ -12,17 +14,21 @@ from .snap import (SnapRecord, auto_symbolic, fix_after_products, fix_symbolic, 
 
 __all__ = [
     "BUILTIN_NAMES",
+    "Candidate",
     "CurveFits",
+    "DiscoveryResult",
     "Formula",
     "Library",
     "LibraryEntry",
     "SnapRecord",
     "SnapResult",
+    "SymbolicRegressor",
     "add_function",
     "auto_symbolic",
     "canonicalize",
     "choose",
     "default_variables",
+    "discover",
     "edge_expression",
     "extract_formula",
     "fit_curves",

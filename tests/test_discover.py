@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import sympy as sp
 
-from symbolic.discover import SymbolicRegressor, discover
-from symbolic.discover.pareto import Candidate, choose, complexity, pareto_front
-from symbolic.discover.surrogate import Surrogate, hypothesis_tests
-from symbolic.discover.table import read_csv
+from symbolic.discovery import SymbolicRegressor, discover
+from symbolic.discovery.pareto import Candidate, choose, complexity, pareto_front
+from symbolic.discovery.surrogate import Surrogate, hypothesis_tests
+from symbolic.discovery.table import read_csv
 
 
 def _data(fn, ranges, n=500, seed=0):

@@ -10,7 +10,6 @@ trial, validation numbers only), ``results.md`` (mean +- std tables with paired 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
 import time
@@ -19,8 +18,8 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from .report import markdown, pareto_plots, write_csv
-from .runner import run_task
-from .tasks import TASKS, Task, get_task
+from .runner import flops_variant, run_job
+from .tasks import TASKS, get_task
 
 PRESETS = {
     "quick": dict(tasks=("toy_exp_sin", "special_jv", "wine", "diabetes", "digits", "digits_incremental"),
@@ -29,31 +28,6 @@ PRESETS = {
                                             "afkan", "skan", "spline_mlp"),
                  seeds=5, trials=6, flops_variant=True, jobs=max(1, (os.cpu_count() or 2) // 2)),
 }
-
-
-def flops_variant(task: Task) -> Task:
-    """The task with a FLOP budget per parameter budget: the FLOPs of the MLP matched to that budget."""
-    from kan.count import match_widths
-
-    x, y = task.load(0)
-    out = y.shape[1] if task.problem == "regression" else int(y.max()) + 1
-    budgets = tuple(float(match_widths("mlp", b, in_features=x.shape[1], out_features=out, depth=task.depth).flops)
-                    for b in task.budgets)
-    return dataclasses.replace(task, budget_metric="flops", budgets=budgets)
-
-
-def _job(args: tuple) -> tuple[list[dict], list[dict], float]:
-    task, seeds, trials, kinds, verbose = args
-    from kan.compile_cache import enable_compile_cache
-
-    enable_compile_cache()  # KAN_COMPILE_CACHE=off turns it off
-    import jax
-
-    jax.config.update("jax_default_prng_impl", "rbg")  # compiles ~4x faster than threefry on CPU
-    start = time.perf_counter()
-    kinds = [k for k in kinds if not (k == "afkan" and task.load(0)[0].shape[1] < 2)]
-    rows, trs = run_task(task, seeds=seeds, num_trials=trials, kinds=kinds, verbose=verbose)
-    return rows, trs, time.perf_counter() - start
 
 
 def main(argv=None) -> int:
@@ -78,14 +52,16 @@ def main(argv=None) -> int:
     jobs = args.jobs or preset["jobs"]
     if len(seeds) < 3:
         print("warning: fewer than 3 seeds; the paired intervals will be undefined or very wide", file=sys.stderr)
-    variants = list(tasks) + ([flops_variant(t) for t in tasks] if preset["flops_variant"] else [])
-    work = [(t, seeds, trials, kinds, not args.quiet and jobs == 1) for t in variants]
+    # FLOP-matched copies of the tasks (not of tasks with their own model_fn, which match their own way)
+    variants = list(tasks) + ([flops_variant(t) for t in tasks if t.model_fn is None]
+                              if preset["flops_variant"] else [])
+    work = [(t.name, t.budget_metric == "flops", seeds, trials, kinds, not args.quiet and jobs == 1) for t in variants]
     start = time.perf_counter()
     if jobs > 1:
         with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-            results = list(pool.map(_job, work))
+            results = list(pool.map(run_job, work))
     else:
-        results = [_job(w) for w in work]
+        results = [run_job(w) for w in work]
     rows = [r for res in results for r in res[0]]
     trial_rows = [r for res in results for r in res[1]]
     args.out.mkdir(parents=True, exist_ok=True)

@@ -34,6 +34,8 @@ def write_csv(rows: Sequence[dict], path: Path) -> None:
 def _fmt(v: float) -> str:
     if not math.isfinite(v):
         return "nan"
+    if abs(v) < 1e-12:
+        return "0"
     return f"{v:.3g}" if abs(v) >= 1e-3 or v == 0 else f"{v:.2e}"
 
 
@@ -130,7 +132,10 @@ def pareto_plots(rows: Sequence[dict], tasks: dict[str, Task], out: Path) -> lis
                     best = y
             if front:
                 ax.plot(*zip(*front), "k--", lw=0.8, label="Pareto front")
-            ax.set_xscale("log")
+            xs_all = [r[col] for r in rs]
+            if max(xs_all) > 3 * min(xs_all):  # log axis only where counts span a range
+                ax.set_xscale("log")
+            ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4), useOffset=False)
             if not task.higher_is_better:
                 ax.set_yscale("log")
             ax.set_xlabel(label)

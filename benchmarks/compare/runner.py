@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from typing import Optional, Sequence
+
+from kan.count import match_widths
 
 from . import continual, protocol
 from .tasks import Task, get_task
@@ -45,3 +48,31 @@ def run_task(task: Task | str, *, seeds: Sequence[int] = (0, 1, 2), num_trials: 
                     print(f"  {task.name} {kind:>10} budget {budget:g} seed {seed}: {row['metric']} "
                           f"{row['value']:.4g} ({row.get('widths', '-')}, {row.get('hyper', '')})", flush=True)
     return rows, trial_rows
+
+
+def flops_variant(task: Task) -> Task:
+    """The task with a FLOP budget per parameter budget: the FLOPs of the MLP matched to that budget."""
+    x, y = task.load(0)
+    out = y.shape[1] if task.problem == "regression" else int(y.max()) + 1
+    budgets = tuple(float(match_widths("mlp", b, in_features=x.shape[1], out_features=out, depth=task.depth).flops)
+                    for b in task.budgets)
+    return dataclasses.replace(task, budget_metric="flops", budgets=budgets)
+
+
+def run_job(args: tuple) -> tuple[list[dict], list[dict], float]:
+    """One task in one process. Tasks travel by name (their loaders are closures, not picklable): in a
+    worker process only tasks registered at import of :mod:`benchmarks.compare` exist."""
+    name, flops, seeds, trials, kinds, verbose = args
+    task = flops_variant(get_task(name)) if flops else get_task(name)
+    from kan.compile_cache import enable_compile_cache
+
+    enable_compile_cache()  # KAN_COMPILE_CACHE=off turns it off
+    import jax
+
+    jax.config.update("jax_default_prng_impl", "rbg")  # compiles ~4x faster than threefry on CPU
+    start = time.perf_counter()
+    kinds = [k for k in kinds if not (k == "afkan" and task.load(0)[0].shape[1] < 2)]
+    if task.model_fn is not None:  # a task with its own models runs only the kinds it knows
+        kinds = [k for k in kinds if k in task.kinds]
+    rows, trs = run_task(task, seeds=seeds, num_trials=trials, kinds=kinds, verbose=verbose)
+    return rows, trs, time.perf_counter() - start
