@@ -3,6 +3,7 @@
 from .basis import Basis, check_last_dim, gaussian_expectation
 from .activation_pair import ACTIVATIONS, FUNCTION_TYPES, ActivationPair, get_activation, get_function_type
 from .bspline import BSpline
+from .bspline_contract import bspline_edge_sum
 from .chebyshev import Chebyshev
 from .fourier import Fourier
 from .rbf import GaussianRBF
@@ -27,6 +28,7 @@ __all__ = [
     "get_function_type",
     "Basis",
     "BSpline",
+    "bspline_edge_sum",
     "buffer_field",
     "check_last_dim",
     "count_parameters",

@@ -18,6 +18,7 @@ import numpy as np
 from jaxtyping import Array, Float, Int
 
 from .basis import Basis, check_last_dim
+from .bspline_moments import second_moment_traces, second_moments
 from .buffers import buffer_field
 
 
@@ -138,6 +139,19 @@ class BSpline(Basis):
                 right_den == 0, 0.0, right
             ) * feats[..., 1:]
         return feats
+
+    def gaussian_second_moment(self) -> Float[Array, "d k k"]:
+        """``E[F(x) F(x)^T]`` under N(0, 1) per input, by exact-order quadrature per distinct knot vector
+        (``bases.bspline_moments``: no compile, memory independent of the width)."""
+        if isinstance(self.grid, jax.core.Tracer):  # inside a trace: the generic streamed quadrature
+            return super().gaussian_second_moment()
+        return jnp.asarray(second_moments(np.asarray(self.grid), self.order), jnp.float32)
+
+    def gaussian_second_moment_trace(self) -> Float[Array, " d"]:
+        """``E[sum_i F_i(x)^2]`` under N(0, 1) per input (see :meth:`gaussian_second_moment`)."""
+        if isinstance(self.grid, jax.core.Tracer):
+            return super().gaussian_second_moment_trace()
+        return jnp.asarray(second_moment_traces(np.asarray(self.grid), self.order), jnp.float32)
 
     def domain(self) -> tuple[Float[Array, " d"], Float[Array, " d"]]:
         return self.grid[:, self.order], self.grid[:, -self.order - 1]

@@ -18,7 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from bases import Basis, BSpline, buffer_field, check_last_dim, gaussian_expectation
+from bases import Basis, BSpline, buffer_field, bspline_edge_sum, check_last_dim, gaussian_expectation
+from bases.bspline_contract import CONTRACTIONS
 
 
 class _SquaredActivation(eqx.Module):
@@ -41,6 +42,11 @@ class KANLayer(eqx.Module):
     ``spline_share`` (default 1/2) moves that split: a small share (0.1) starts every edge close to a
     scaled SiLU, like pykan's init, which trains small symbolic-regression KANs more reliably; the
     even split keeps deep stacks stable (a SiLU-dominated 32-layer stack drifts ~17x).
+
+    With a :class:`bases.BSpline` basis the edge sum runs through :func:`bases.bspline_edge_sum`: features
+    rebuilt from the ``k + 1`` local pieces per point in row blocks, forward and backward (training memory
+    does not hold the ``(batch, in, G + k)`` feature tensor). ``contraction`` forces its "dense" or "local"
+    form; "auto" (default) picks by :func:`bases.bspline_contract.choose_contraction`.
     """
 
     basis: Basis
@@ -52,6 +58,7 @@ class KANLayer(eqx.Module):
     base_activation: Optional[Callable[[Array], Array]] = eqx.field(static=True, default=None)
     in_features: int = eqx.field(static=True, default=0)
     out_features: int = eqx.field(static=True, default=0)
+    contraction: str = eqx.field(static=True, default="auto")
 
     def __init__(
         self,
@@ -64,6 +71,7 @@ class KANLayer(eqx.Module):
         use_bias: bool = True,
         init_scale: float = 1.0,
         spline_share: float = 0.5,
+        contraction: str = "auto",
     ):
         if in_features < 1 or out_features < 1:
             raise ValueError(f"KANLayer: in_features and out_features must be >= 1, got "
@@ -74,6 +82,10 @@ class KANLayer(eqx.Module):
         if basis.in_features != in_features:
             raise ValueError(f"KANLayer: basis has in_features={basis.in_features}, layer has {in_features}")
         self.in_features, self.out_features = int(in_features), int(out_features)
+        if contraction not in CONTRACTIONS:
+            raise ValueError(f"KANLayer: contraction must be one of {CONTRACTIONS}, got {contraction!r}")
+        if contraction != "auto":  # left at the class default otherwise (checkpoints stay as they were)
+            self.contraction = contraction
         self.basis = basis
         self.base_activation = base_activation
         key_spline, key_base = jax.random.split(key)
@@ -104,22 +116,36 @@ class KANLayer(eqx.Module):
         """``(..., in) -> (..., out)``; ``key`` is unused (accepted so the layer drops into
         ``eqx.nn.Sequential``)."""
         check_last_dim(x, self.in_features, "KANLayer")
-        feats = self.basis(x)  # (..., in, k)
         mask = self._numeric_mask()
         weight = self.spline_weight * mask[..., None]
-        if self.base_weight is not None:
-            # Fold the residual branch into the same contraction: one matmul over in*(k+1).
-            feats = jnp.concatenate([self.base_activation(x)[..., None].astype(feats.dtype), feats], -1)
-            weight = jnp.concatenate([(self.base_weight * mask)[..., None], weight], axis=-1)
-        lead = feats.shape[:-2]
-        flat = feats.reshape(lead + (-1,))
-        y = flat @ weight.reshape(self.out_features, -1).T.astype(flat.dtype)
+        if isinstance(self.basis, BSpline):
+            y = self._bspline_sum(x, weight, mask)
+        else:
+            y = self._dense_sum(x, weight, mask)
         if self.symbolic is not None:
             sym_mask = jax.lax.stop_gradient(self.edge_mask * self.symbolic.active)
             y = y + jnp.sum(self.symbolic(x) * sym_mask, axis=-1)
         if self.bias is not None:
             y = y + self.bias
         return y
+
+    def _bspline_sum(self, x: Array, weight: Array, mask: Array) -> Array:
+        activation = None
+        if self.base_weight is not None:
+            weight = jnp.concatenate([(self.base_weight * mask)[..., None], weight], axis=-1)
+            activation = self.base_activation
+        return bspline_edge_sum(x, self.basis.grid, weight, order=self.basis.order, uniform=self.basis.uniform,
+                                activation=activation, contraction=self.contraction)
+
+    def _dense_sum(self, x: Array, weight: Array, mask: Array) -> Array:
+        feats = self.basis(x)  # (..., in, k)
+        if self.base_weight is not None:
+            # Fold the residual branch into the same contraction: one matmul over in*(k+1).
+            feats = jnp.concatenate([self.base_activation(x)[..., None].astype(feats.dtype), feats], -1)
+            weight = jnp.concatenate([(self.base_weight * mask)[..., None], weight], axis=-1)
+        lead = feats.shape[:-2]
+        flat = feats.reshape(lead + (-1,))
+        return flat @ weight.reshape(self.out_features, -1).T.astype(flat.dtype)
 
     @eqx.filter_jit
     def edge_functions(self, x: Float[Array, "... in"]) -> Float[Array, "... out in"]:
