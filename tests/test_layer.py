@@ -132,3 +132,19 @@ def test_analytic_flops_agree_with_xla_cost_analysis(key):
     assert 0.8 <= layer.flops() / _xla_flops(lambda v: layer(v), x) <= 1.25
     mlp = MLP([32, 16], key=key)
     assert 0.8 <= mlp.flops() / _xla_flops(lambda v: mlp(v), x) <= 1.25
+
+
+def test_forward_and_second_order_derivatives_go_through_a_kan(key):
+    """PINN-style use (jax.hessian, jax.jvp: forward mode) and the discovery surrogate's Hessians need
+    every autodiff mode through the layer; compared with central differences of the gradient."""
+    model = KAN([2, 3, 1], key=key)
+    f = lambda p: model(p[None, :])[0, 0]
+    p = jnp.array([0.3, -0.45])
+    hess = jax.hessian(f)(p)
+    _, tangent = jax.jvp(f, (p,), (jnp.array([1.0, 0.0]),))
+    grad = jax.grad(f)
+    h = 1e-3
+    fd = jnp.stack([(grad(p + h * e) - grad(p - h * e)) / (2 * h) for e in jnp.eye(2)])
+    np.testing.assert_allclose(hess, fd, atol=5e-3, rtol=1e-3)
+    np.testing.assert_allclose(tangent, grad(p)[0], rtol=1e-5)
+    np.testing.assert_allclose(jax.jacrev(grad)(p), hess, atol=1e-5)
