@@ -64,6 +64,9 @@ def time_limit(seconds: Optional[float]) -> Iterator[None]:
         raise TimeLimit("no time left")
 
     def on_alarm(signum, frame):
+        # re-armed first: an exception raised while Python runs a callback it guards (a gc callback of
+        # jax, a __del__) is printed and swallowed, and the block would then run on without a limit
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
         raise TimeLimit(f"over {seconds:.2f} s")
 
     previous = signal.signal(signal.SIGALRM, on_alarm)
