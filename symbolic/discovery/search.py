@@ -208,11 +208,11 @@ def search_transformed(library: FeatureLibrary, train: tuple[np.ndarray, np.ndar
                 by_size.setdefault(len(c.support), []).append(c)
             numerators = [tuple(sorted(where[j] for j in c.support))
                           for group in by_size.values() for c in group[:3]]
-            out += _search_rational(ft, fv, comp, cols, numerators, y, vy, max_terms, beam)
+            out += _search_rational(ft, fv, comp, cols, numerators, y, vy, max_terms, beam, deadline)
     return out
 
 
-def _search_rational(ft, fv, comp, cols, numerators, y, vy, max_terms, beam) -> list[LinearCandidate]:
+def _search_rational(ft, fv, comp, cols, numerators, y, vy, max_terms, beam, deadline) -> list[LinearCandidate]:
     """``y = P - y Q`` with Q free of the constant. The numerators P are the best supports of the
     untransformed search; Q features are added to each by beam search (all coefficients refitted).
     Searching P and Q together lets a nearly constant Q feature take the beam (``y Q`` is then nearly
@@ -236,6 +236,8 @@ def _search_rational(ft, fv, comp, cols, numerators, y, vy, max_terms, beam) -> 
 
     out, seen = [], set()
     for numerator in numerators:
+        if deadline():
+            break
         extra = max(1, min(3, max_terms + 1 - len(numerator)))
         for support in beam_supports(aug, y, len(numerator) + extra, beam // 2, numerator,
                                      lambda support, resid: _rmse(predict(ft, support), y), allowed):
