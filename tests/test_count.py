@@ -9,13 +9,12 @@ import kan
 from kan import count as C
 
 WIDTHS = (3, 3, 2)  # every layer has 3 inputs: one init compilation per basis kind
-# Stated tolerance: XLA's cost analysis (flops + transcendentals, per sample, batch 256) over the analytic
-# count must lie in this range at WIDTHS. Where the contraction dominates (mlp, rbf, chebyshev, relukan,
-# grkan, skan) it is within 30% even at these tiny widths; where per-input elementwise work dominates,
-# XLA counts more than the bases' flops_per_input (kan, fourier: up to 2x; afkan's min-max, softmax and
-# LayerNorm and spline_mlp's per-channel splines: up to 2.5x). At (64, 64, 10) see benchmarks/README.md.
-XLA_RATIO = {kind: (0.7, 1.3) for kind in C.KINDS}
-XLA_RATIO.update(kan=(0.7, 2.0), fourier=(0.7, 2.0), afkan=(1.0, 2.5), spline_mlp=(1.0, 2.5))
+# Stated tolerance: XLA's cost analysis of the jitted forward (flops + transcendentals per sample, batch 256)
+# over the analytic count lies in this range at WIDTHS, for every kind: of the lowered HLO (the program as
+# written; nothing compiled, so this test stays fast) within [0.7, 1.4]; of the compiled program, checked
+# for the MLP here, in the same range. Compiled programs of afkan and spline_mlp count up to ~2.2x (fusion
+# recomputes elementwise values per consumer); benchmarks/README.md tabulates both at three widths.
+XLA_RATIO = (0.7, 1.4)
 
 
 @pytest.fixture(scope="module")
@@ -65,12 +64,13 @@ def test_counts_match_pytree_and_layers(models, kind):
 
 def test_flops_within_tolerance_of_xla(models):
     x = jax.random.normal(jax.random.PRNGKey(1), (256, WIDTHS[0]))
+    lo, hi = XLA_RATIO
     for kind, model in models.items():
-        cost = C.xla_flops(model, x)
+        cost = C.xla_flops(model, x, optimized=False)
         ratio = (cost.flops + cost.transcendentals) / C.count_flops(model)
-        lo, hi = XLA_RATIO[kind]
         assert lo <= ratio <= hi, (kind, ratio)
-        print(f"{kind}: XLA / analytic = {ratio:.2f}")
+    cost = C.xla_flops(models["mlp"], x)
+    assert lo <= (cost.flops + cost.transcendentals) / C.count_flops(models["mlp"]) <= hi
 
 
 def test_other_counted_kinds(models):

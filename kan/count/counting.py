@@ -155,12 +155,17 @@ class XlaCost(NamedTuple):
     transcendentals: float
 
 
-def xla_flops(model: Any, x: Float[Array, "batch in"]) -> XlaCost:
-    """XLA's cost analysis of ``jax.jit(model)(x)`` after compilation, divided by the batch size."""
+def xla_flops(model: Any, x: Float[Array, "batch in"], *, optimized: bool = True) -> XlaCost:
+    """XLA's cost analysis of ``jax.jit(model)(x)``, divided by the batch size.
+
+    ``optimized=True``: of the compiled program (after XLA's passes; fusion may recompute an elementwise
+    value once per consumer, which this counts). ``optimized=False``: of the lowered HLO as the program
+    states it, before compilation (cheap: nothing is compiled).
+    """
     if not hasattr(x, "ndim") or x.ndim < 2:
         raise ValueError("xla_flops: x must be a batch (batch, ..., in) of inputs")
-    compiled = jax.jit(lambda m, inputs: m(inputs)).lower(model, x).compile()
-    cost = compiled.cost_analysis()
+    lowered = jax.jit(lambda m, inputs: m(inputs)).lower(model, x)
+    cost = lowered.compile().cost_analysis() if optimized else lowered.cost_analysis()
     if isinstance(cost, (list, tuple)):
         cost = cost[0]
     n = x.shape[0]
