@@ -155,14 +155,19 @@ class SelectableKANLayer(eqx.Module):
     def __call__(self, x: Float[Array, "... in"], *, key: Optional[PRNGKeyArray] = None) -> Float[Array, "... out"]:
         del key
         check_last_dim(x, self.in_features, "SelectableKANLayer")
+        # All spaces (and the base branch) in one contraction over (in, sum_c k_c [+ 1]); the
+        # selection weights scale the (out, in, k) weights, not the (batch, in, k) features, so
+        # their gradient is a small reduction over the weight gradient, not over the batch.
         p = self.probabilities()
-        y = self.bias
-        for c, (basis, weight) in enumerate(zip(self.bases, self.weights)):
-            feats = basis(x) * p[:, c, None]
-            y = y + jnp.einsum("...dk,odk->...o", feats, weight)
+        feats = [basis(x) for basis in self.bases]
+        weights = [w * p[None, :, c, None] for c, w in enumerate(self.weights)]
         if self.base_weight is not None:
-            y = y + self.base_activation(x) @ self.base_weight.T
-        return y
+            feats.insert(0, self.base_activation(x)[..., None].astype(feats[0].dtype))
+            weights.insert(0, self.base_weight[..., None])
+        flat = jnp.concatenate(feats, axis=-1)
+        flat = flat.reshape(flat.shape[:-2] + (-1,))
+        w = jnp.concatenate(weights, axis=-1).reshape(self.out_features, -1)
+        return flat @ w.T.astype(flat.dtype) + self.bias
 
     def with_temperature(self, temperature: Union[float, Array]) -> "SelectableKANLayer":
         """The same layer with the selection softmax's temperature set to ``temperature``."""
