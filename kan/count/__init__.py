@@ -11,7 +11,7 @@ from .counting import (CONVENTIONS, XlaCost, count_flops, count_parameters, kanb
                        kanbefair_layer_counts, kanbefair_spec_counts, xla_flops)
 from .kinds import ACTIVATION_FLOPS, KINDS, Kind, build, get_kind, spec_counts
 from .matching import Match, match_widths
-from .models import LayerStack, SplineActivation, SplineMLP
+from ..layers.spline_mlp import LayerStack, SplineActivation, SplineMLP
 
 __all__ = [
     "ACTIVATION_FLOPS",

@@ -26,7 +26,7 @@ from ..layers.layer import KANLayer
 from ..layers.selectable_core import SelectableKANLayer, SelectedKANLayer
 from ..model import KAN, MLP
 from .kinds import ACTIVATION_FLOPS
-from .models import LayerStack, SplineActivation, SplineMLP
+from ..layers.spline_mlp import LayerStack, SplineActivation, SplineMLP
 
 CONVENTIONS = ("package", "kanbefair")
 _FN_NAMES = {jax.nn.relu: "relu", jax.nn.sigmoid: "sigmoid", jax.nn.silu: "silu", jax.nn.swish: "silu",

@@ -24,7 +24,7 @@ from ..layers.group_layer import GroupKANLayer
 from ..layers.selectable_core import SelectableKANLayer
 from ..layers.selectable_spaces import CANDIDATES
 from ..model import KAN, MLP, basis_factory_from_name
-from .models import SILU_FLOPS, LayerStack, SplineMLP
+from ..layers.spline_mlp import SILU_FLOPS, LayerStack, SplineMLP
 
 ACTIVATION_FLOPS = {"relu": 1, "sigmoid": 4, "silu": 5, "tanh": 6, "gelu": 14}
 _SKAN_DEFAULT = ("bspline", "rbf", "fourier", "chebyshev", "rational")
