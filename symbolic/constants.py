@@ -53,9 +53,12 @@ def nice_candidates(value: float, max_candidates: int = 3, window: float = 0.1) 
 
 
 def _trials(value: float) -> list[sp.Expr]:
-    """Nice values to try for a constant: the nearby ones, then 0 (a term that other constants can
+    """Nice values to try for a constant: the six nearest, simplest first (the first that keeps the
+    held-out error is kept: on noisy data the nearest nice value is often a contrived one, -0.4987 is
+    nearer to ``-5 sqrt(2) / (8 sqrt(pi))`` than to ``-1/2``), then 0 (a term that other constants can
     absorb after refitting, e.g. a constant split over two terms)."""
-    cands = nice_candidates(value)
+    near = nice_candidates(value, max_candidates=6)
+    cands = sorted(near, key=lambda c: (sp.count_ops(c), abs(float(c) - value)))
     return cands + ([sp.Integer(0)] if sp.Integer(0) not in cands else [])
 
 
