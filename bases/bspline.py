@@ -4,11 +4,13 @@ Per input coordinate a knot vector of ``G + 2k + 1`` knots: ``G`` intervals over
 extended by ``k`` knots on each side, giving ``G + k`` B-splines of order (degree) ``k``.
 Uniform grids use the closed-form cardinal B-spline (piecewise polynomials of the position inside
 the knot interval, no recursion); non-uniform grids (after a grid update) use Cox-de Boor.
+``BSpline.__call__`` is the dense reference; ``kan.KANLayer`` evaluates only the ``k + 1`` local pieces
+per point (``bases.bspline_local``, ``bases.bspline_contract``). Second moments under N(0, 1) come from
+``bases.bspline_moments`` (per distinct knot vector, no compile).
 """
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import equinox as eqx
@@ -18,22 +20,9 @@ import numpy as np
 from jaxtyping import Array, Float, Int
 
 from .basis import Basis, check_last_dim
+from .bspline_local import cardinal_pieces as _cardinal_pieces
 from .bspline_moments import second_moment_traces, second_moments
 from .buffers import buffer_field
-
-
-def _cardinal_pieces(order: int) -> np.ndarray:
-    """Coefficients ``C[p, m]`` with ``N(p + t) = sum_m C[p, m] t^m`` for t in [0, 1), where N is the
-    cardinal B-spline of degree ``order`` supported on [0, order + 1] (truncated-power expansion)."""
-    k = order
-    coeffs = np.zeros((k + 1, k + 1))
-    for p in range(k + 1):
-        for j in range(p + 1):
-            sign_binom = (-1) ** j * math.comb(k + 1, j) / math.factorial(k)
-            shift = p - j  # (t + shift)^k = sum_m C(k, m) shift^(k-m) t^m
-            for m in range(k + 1):
-                coeffs[p, m] += sign_binom * math.comb(k, m) * shift ** (k - m)
-    return coeffs
 
 
 def _extend_knots(interior: np.ndarray, order: int) -> np.ndarray:
@@ -44,6 +33,14 @@ def _extend_knots(interior: np.ndarray, order: int) -> np.ndarray:
     left = interior[:, :1] - step[:, None] * offsets[::-1]
     right = interior[:, -1:] + step[:, None] * offsets
     return np.concatenate([left, interior, right], axis=1)
+
+
+def _concrete(grid: Array) -> np.ndarray | None:
+    """The knots as NumPy, or None while tracing (jit / vmap)."""
+    try:
+        return np.asarray(grid, np.float64)
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        return None
 
 
 def _validate(grid_size: int, order: int) -> None:
@@ -143,15 +140,17 @@ class BSpline(Basis):
     def gaussian_second_moment(self) -> Float[Array, "d k k"]:
         """``E[F(x) F(x)^T]`` under N(0, 1) per input, by exact-order quadrature per distinct knot vector
         (``bases.bspline_moments``: no compile, memory independent of the width)."""
-        if isinstance(self.grid, jax.core.Tracer):  # inside a trace: the generic streamed quadrature
+        grid = _concrete(self.grid)
+        if grid is None:  # inside a trace: the generic streamed quadrature
             return super().gaussian_second_moment()
-        return jnp.asarray(second_moments(np.asarray(self.grid), self.order), jnp.float32)
+        return jnp.asarray(second_moments(grid, self.order), jnp.float32)
 
     def gaussian_second_moment_trace(self) -> Float[Array, " d"]:
         """``E[sum_i F_i(x)^2]`` under N(0, 1) per input (see :meth:`gaussian_second_moment`)."""
-        if isinstance(self.grid, jax.core.Tracer):
+        grid = _concrete(self.grid)
+        if grid is None:
             return super().gaussian_second_moment_trace()
-        return jnp.asarray(second_moment_traces(np.asarray(self.grid), self.order), jnp.float32)
+        return jnp.asarray(second_moment_traces(grid, self.order), jnp.float32)
 
     def domain(self) -> tuple[Float[Array, " d"], Float[Array, " d"]]:
         return self.grid[:, self.order], self.grid[:, -self.order - 1]

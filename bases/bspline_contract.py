@@ -1,22 +1,26 @@
-"""The B-spline edge sum ``y = sum_d sum_i W[o, d, i] F_i(x_d)`` with a hand-written backward pass.
+"""The B-spline edge sum ``y = sum_d sum_i W[o, d, i] F_i(x_d)``, recomputed rather than stored.
 
     y[..., o] = sum_d ( W[o, d, 0] act(x_d) + sum_i W[o, d, 1 + i] F_i(x_d) )     (with a residual)
 
-Only ``x`` and ``W`` are kept for the backward pass: the ``(rows, d, G + k)`` feature tensor is rebuilt
-from the ``k + 1`` local pieces of each point (``bases.bspline_local``) (in row blocks once
-it would exceed :data:`FULL_BYTES`), in the forward and again in the backward pass, so training memory does not grow
-with ``G`` and a large batch never holds the whole feature tensor. Per block the contraction is:
+Features are built from the ``k + 1`` local pieces of each point (``bases.bspline_local``). A batch
+whose ``(rows, G + k, d)`` feature tensor would exceed :data:`FULL_BYTES` runs in row blocks, each under
+``jax.checkpoint``: only ``x`` and ``W`` are kept for the backward pass, which rebuilds each block's
+features, so training memory stays near an MLP's. Below that size the features are the saved residual
+(recomputing them cost 1.4-1.6x the time; XLA kept them alive anyway when fwd and bwd share a jit). The features carry a custom JVP (``dF = F'(x) dx``, elementwise), so reverse mode gives
+``dx = sum_i dA_i F_i'(x)`` in one fused reduction, and forward mode and Hessians work. Per block:
 
 - ``"dense"``: scatter the local pieces into dense features, then one matmul over ``d * (G + k + 1)``
-  (BLAS-speed; the backward is two more matmuls plus a ``k + 1``-wide gather for ``dx``);
+  (BLAS-speed; the backward is two more matmuls and one fused reduction for ``dx``);
 - ``"local"``: gather the ``k + 1`` matching weight columns per point and contract them directly
   (work follows ``k + 1``, not ``G``, but XLA lowers it to gathers, not a matmul).
 
-``"auto"`` follows :func:`choose_contraction`. On CPU (XLA 0.10, 2 cores) the dense block matmul was
-faster at every shape measured: the gather form took 55x (1024x128, G=5) and 32x (1024x512, G=20) the
-dense time, and even at 16 rows x 512, G=20 it was 1.5x slower (``benchmarks.layers --scaling``; the
-numbers are in the module's tests' docstring), so "auto" is dense there. Elsewhere (GPU/TPU, where
-gathers are cheap) it picks "local" once ``G + k >= 4 (k + 1)``.
+``"auto"`` follows :func:`choose_contraction`, which is "dense" at every shape measured. On CPU (XLA
+0.10, 2 shared cores, fwd+bwd w.r.t. weights and input, local/dense time): 1.1x (1 row), 3.2x (4), 7.2x
+(16), 13x (64) at 512 -> 512, G=20; 1.1x (1), 2.3x (4), 15x (64) and ~13x (1024) at 128 -> 128, G=5.
+XLA lowers the gather form to gathers that materialise ``(rows, d, out)`` per local function, so the
+``(G + k) / (k + 1)`` fewer multiply-adds never pay for the lost matmul. No GPU was measured; "auto" is
+dense there too until a measurement says otherwise. "local" stays available (forced) as the reference
+for a fused gather kernel.
 """
 
 from __future__ import annotations
@@ -48,13 +52,12 @@ class _Config(NamedTuple):
     chunk: int
 
 
-def choose_contraction(num_functions: int, order: int, platform: str | None = None) -> str:
-    """The rule behind ``contraction="auto"``: ``"dense"`` on CPU; elsewhere ``"local"`` when
-    ``num_functions >= 4 * (order + 1)`` (most of the dense work would multiply zeros)."""
-    platform = jax.default_backend() if platform is None else platform
-    if platform == "cpu":
-        return "dense"
-    return "local" if num_functions >= 4 * (order + 1) else "dense"
+def choose_contraction(num_functions: int, order: int, rows: int | None = None,
+                       platform: str | None = None) -> str:
+    """The rule behind ``contraction="auto"``: ``"dense"`` for every shape and platform (see the module
+    docstring for the measurements that set it; the arguments are the shapes a future rule would use)."""
+    del num_functions, order, rows, platform
+    return "dense"
 
 
 def chunk_rows(in_features: int, width: int, rows: int, out_features: int) -> int:
@@ -92,50 +95,59 @@ def _pick(wt: Array, col: Array) -> Array:
     return wt[col, jnp.arange(wt.shape[1])]
 
 
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
+def _features(cfg: _Config, grid: Array, xb: Array) -> Array:
+    """Dense features ``(c, width, d)`` of a row block (residual column first), from the local pieces."""
+    # Materialise the k + 1 pieces (small) before the scatter reads them once per column.
+    pieces, start = jax.lax.optimization_barrier(local_pieces(xb, grid, cfg.order, cfg.uniform))
+    lead = cfg.activation(xb) if cfg.activation is not None else None
+    return dense_rows(pieces, start, cfg.num_functions, _offset(cfg), lead)
+
+
+@_features.defjvp
+def _features_jvp(cfg: _Config, primals: tuple, tangents: tuple) -> tuple[Array, Array]:
+    # d features = F'(x) * dx: elementwise, so reverse mode (its transpose) is one fused reduction
+    # sum_i dA[:, i] F_i'(x) instead of k + 1 masked ones. The grid never gets a gradient.
+    grid, xb = primals
+    dx = tangents[1]
+    pieces, dpieces, start = jax.lax.optimization_barrier(
+        local_pieces_and_derivatives(xb, grid, cfg.order, cfg.uniform))
+    lead = dlead = None
+    if cfg.activation is not None:
+        lead, dlead = jax.jvp(cfg.activation, (xb,), (jnp.ones_like(xb),))
+    off = _offset(cfg)
+    feats = dense_rows(pieces, start, cfg.num_functions, off, lead)
+    slopes = dense_rows(dpieces, start, cfg.num_functions, off, dlead)
+    return feats, slopes * dx[:, None, :]
+
+
 def _block_forward(cfg: _Config, grid: Array, weight: Array, xb: Array) -> Array:
     """``(c, d) -> (c, out)`` for one row block; ``weight`` is ``(out, width, d)``."""
-    pieces, start = local_pieces(xb, grid, cfg.order, cfg.uniform)
-    off = _offset(cfg)
     if cfg.contraction == "local":
+        pieces, start = local_pieces(xb, grid, cfg.order, cfg.uniform)
         wt = jnp.moveaxis(weight, 0, -1)  # (width, d, out)
         y = 0.0
         for piece, (col, ok) in zip(pieces, _columns(cfg, start)):
             y = y + jnp.einsum("cd,cdo->co", jnp.where(ok, piece, 0.0), _pick(wt, col))
-        if off:
+        if cfg.activation is not None:
             y = y + cfg.activation(xb) @ weight[:, 0, :].T
         return y
-    feats = dense_rows(pieces, start, cfg.num_functions, off, cfg.activation(xb) if off else None)
+    feats = _features(cfg, grid, xb)
     return feats.reshape(xb.shape[0], -1) @ weight.reshape(weight.shape[0], -1).T
 
 
-def _block_backward(cfg: _Config, grid: Array, weight: Array, xb: Array, gb: Array) -> tuple[Array, Array]:
-    """``(dweight, dx)`` of one row block, features rebuilt from ``xb``."""
-    pieces, dpieces, start = local_pieces_and_derivatives(xb, grid, cfg.order, cfg.uniform)
-    off, width, c = _offset(cfg), weight.shape[1], xb.shape[0]
-    if off:
-        act, dact = jax.jvp(cfg.activation, (xb,), (jnp.ones_like(xb),))
-    if cfg.contraction == "local":
-        wt = jnp.moveaxis(weight, 0, -1)  # (width, d, out)
-        dwt = jnp.zeros_like(wt)
-        dx = jnp.zeros_like(xb)
-        lanes = jnp.arange(wt.shape[1])
-        for piece, dpiece, (col, ok) in zip(pieces, dpieces, _columns(cfg, start)):
-            dlocal = jnp.einsum("co,cdo->cd", gb, _pick(wt, col))
-            dx = dx + jnp.where(ok, dlocal * dpiece, 0.0)
-            contrib = jnp.einsum("cd,co->cdo", jnp.where(ok, piece, 0.0), gb)
-            dwt = dwt.at[col, lanes].add(contrib)
-        dweight = jnp.moveaxis(dwt, -1, 0)
-        if off:
-            dweight = dweight.at[:, 0, :].add(gb.T @ act)
-            dx = dx + (gb @ weight[:, 0, :]) * dact
-        return dweight, dx
-    feats = dense_rows(pieces, start, cfg.num_functions, off, act if off else None)
-    dweight = (gb.T @ feats.reshape(c, -1)).reshape(weight.shape)
-    dfeats = (gb @ weight.reshape(weight.shape[0], -1)).reshape(c, width, -1)
-    # dx = sum_i dfeats[:, i] * F_i'(x): the derivative features in the same nested-select form, reduced
-    # over the function axis in one fusion (no gathers).
-    dx = jnp.sum(dfeats * dense_rows(dpieces, start, cfg.num_functions, off, dact if off else None), axis=1)
-    return dweight, dx
+def _edge_sum(cfg: _Config, x: Array, grid: Array, weight: Array) -> Array:
+    """One block: plain autodiff (the features, at most :data:`FULL_BYTES`, are the saved residual:
+    recomputing them measured 1.4-1.6x slower). Several blocks: each under ``jax.checkpoint``, so the
+    backward pass rebuilds a block's features from ``x`` instead of storing all of them. Every autodiff
+    mode (jvp, hessian) works in both."""
+    blocks, rows = _blocks(x, cfg.chunk)
+    block = functools.partial(_block_forward, cfg)
+    if blocks.shape[0] == 1:
+        return block(grid, weight, blocks[0])[:rows]
+    block = jax.checkpoint(block)
+    y = jax.lax.map(lambda xb: block(grid, weight, xb), blocks)
+    return y.reshape(-1, y.shape[-1])[:rows]
 
 
 def _blocks(x: Array, chunk: int) -> tuple[Array, int]:
@@ -145,38 +157,6 @@ def _blocks(x: Array, chunk: int) -> tuple[Array, int]:
     if pad:
         x = jnp.concatenate([x, jnp.zeros((pad,) + x.shape[1:], x.dtype)], axis=0)
     return x.reshape((n, chunk) + x.shape[1:]), rows
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _edge_sum(cfg: _Config, x: Array, grid: Array, weight: Array) -> Array:
-    blocks, rows = _blocks(x, cfg.chunk)
-    if blocks.shape[0] == 1:
-        return _block_forward(cfg, grid, weight, blocks[0])[:rows]
-    y = jax.lax.map(functools.partial(_block_forward, cfg, grid, weight), blocks)
-    return y.reshape(-1, y.shape[-1])[:rows]
-
-
-def _edge_sum_fwd(cfg, x, grid, weight):
-    return _edge_sum(cfg, x, grid, weight), (x, grid, weight)
-
-
-def _edge_sum_bwd(cfg, res, g):
-    x, grid, weight = res
-    xs, rows = _blocks(x, cfg.chunk)
-    gs, _ = _blocks(g.astype(weight.dtype), cfg.chunk)
-    if xs.shape[0] == 1:
-        dweight, dx = _block_backward(cfg, grid, weight, xs[0], gs[0])
-    else:
-        def body(acc, inp):
-            dw, dxb = _block_backward(cfg, grid, weight, *inp)
-            return acc + dw, dxb
-
-        dweight, dx = jax.lax.scan(body, jnp.zeros_like(weight), (xs, gs))
-    dx = dx.reshape(-1, x.shape[-1])[:rows].astype(x.dtype)
-    return dx, jnp.zeros_like(grid), dweight
-
-
-_edge_sum.defvjp(_edge_sum_fwd, _edge_sum_bwd)
 
 
 def bspline_edge_sum(
@@ -204,7 +184,7 @@ def bspline_edge_sum(
     lead = x.shape[:-1]
     flat = x.reshape(-1, d).astype(jnp.promote_types(x.dtype, jnp.float32))
     if contraction == "auto":
-        contraction = choose_contraction(num_functions, order)
+        contraction = choose_contraction(num_functions, order, flat.shape[0])
     cfg = _Config(order, bool(uniform), num_functions, activation, contraction,
                   chunk_rows(d, width, flat.shape[0], weight.shape[0]))
     wt = jnp.swapaxes(weight.astype(flat.dtype), 1, 2)  # (out, width, d): d is the fast axis

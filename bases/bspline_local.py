@@ -71,10 +71,10 @@ def _cox_de_boor_pieces(x: Array, grid: Array, order: int) -> tuple[list[Array],
     flat_grid = grid.reshape(-1)
     row = jnp.arange(grid.shape[0], dtype=jnp.int32) * n
 
-    def g(r):  # knot g_{j + r}; clipped ones only ever feed functions that are dropped later
-        return jnp.take(flat_grid, row + jnp.clip(j + r, 0, n - 1))
-
-    knots = {r: g(r) for r in range(-k, k + 2)}
+    # Knots g_{j-k} .. g_{j+k+1} in one gather; clipped ones only feed functions dropped later.
+    offsets = jnp.arange(-k, k + 2, dtype=jnp.int32)
+    picked = jnp.take(flat_grid, row[:, None] + jnp.clip(j[..., None] + offsets, 0, n - 1))
+    knots = {r: picked[..., r + k] for r in range(-k, k + 2)}
     vals = [jnp.ones_like(x)]  # degree 0: N_{j,0} = 1 on interval j
     for p in range(1, k + 1):
         # vals holds N_{j-p+1 .. j, p-1}; N_{j-p, p-1} = N_{j+1, p-1} = 0 pad both ends.

@@ -13,7 +13,7 @@ the ratio to the MLP layer, analytic FLOPs and parameter counts, and writes CSV 
 ``benchmarks/results/``.
 
 ``--scaling``: the B-spline KAN layer against the MLP layer at widths 64/256/512 x G 5/10/20
-(``width -> width``), each pair timed interleaved.
+(``width -> width``), timed interleaved with the dense-autodiff layer it replaced ("before").
 
 ``--memory``: each contender runs in its own subprocess. Reported per contender: the XLA buffer
 assignment of the compiled training step (``compiled.memory_analysis()``: temporaries + arguments +
@@ -52,6 +52,21 @@ def _bspline_layer(n_in: int, n_out: int, key: jax.Array, grid_size: int = 5) ->
     return KANLayer(n_in, n_out, BSpline(n_in, grid_size=grid_size, order=3), key=key)
 
 
+class _DenseAutodiffKAN(eqx.Module):
+    """The B-spline KAN layer as it was before the custom-VJP edge sum: dense ``(batch, in, G + k)``
+    features, one matmul, and JAX autodiff for the backward pass (kept as the "before" contender)."""
+
+    layer: KANLayer
+
+    def __call__(self, x):
+        mask = self.layer._numeric_mask()
+        return self.layer._dense_sum(x, self.layer.spline_weight * mask[..., None], mask) + self.layer.bias
+
+
+def _reference_layer(n_in: int, n_out: int, key: jax.Array, grid_size: int = 5) -> eqx.Module:
+    return _DenseAutodiffKAN(_bspline_layer(n_in, n_out, key, grid_size))
+
+
 def _mlp_layer(n_in: int, n_out: int, key: jax.Array) -> eqx.Module:
     return _MLPLayer(n_in, n_out, key)
 
@@ -79,6 +94,7 @@ MLP_NAME = "mlp (gelu+linear)"
 LAYERS: dict[str, LayerFactory] = {
     MLP_NAME: _mlp_layer,
     "kan b-spline G=5 k=3": _bspline_layer,
+    "kan b-spline G=5 k=3 (before: dense autodiff)": _reference_layer,
     "gr-kan": _gr_kan_layer,
 }
 
@@ -164,18 +180,22 @@ def run_default(args: argparse.Namespace) -> list[dict]:
 def run_scaling(args: argparse.Namespace) -> list[dict]:
     print(f"device: {jax.devices()[0].device_kind}; batch {args.batch}; width -> width; B-spline k=3; "
           f"each pair round-robin, {args.repeats} rounds")
-    print(f"{'width':>5s} {'G':>3s} {'mlp ms':>9s} {'kan ms':>9s} {'kan/mlp':>8s}")
+    print(f"{'width':>5s} {'G':>3s} {'mlp ms':>9s} {'kan ms':>9s} {'kan/mlp':>8s} {'before ms':>10s} "
+          f"{'before/mlp':>11s}")
     rows = []
     for width in (64, 256, 512):
         x = jax.random.normal(jax.random.PRNGKey(1), (args.batch, width))
         for grid in (5, 10, 20):
             layers = {"mlp": _mlp_layer(width, width, jax.random.PRNGKey(0)),
-                      "kan": _bspline_layer(width, width, jax.random.PRNGKey(0), grid)}
+                      "kan": _bspline_layer(width, width, jax.random.PRNGKey(0), grid),
+                      "before": _reference_layer(width, width, jax.random.PRNGKey(0), grid)}
             sec = time_interleaved(layers, x, args.repeats)
             rows.append({"width": width, "grid_size": grid, "mlp_ms": sec["mlp"] * 1e3,
-                         "kan_ms": sec["kan"] * 1e3, "ratio": sec["kan"] / sec["mlp"]})
+                         "kan_ms": sec["kan"] * 1e3, "ratio": sec["kan"] / sec["mlp"],
+                         "before_ms": sec["before"] * 1e3, "before_ratio": sec["before"] / sec["mlp"]})
             print(f"{width:5d} {grid:3d} {sec['mlp'] * 1e3:9.3f} {sec['kan'] * 1e3:9.3f} "
-                  f"{sec['kan'] / sec['mlp']:8.2f}", flush=True)
+                  f"{sec['kan'] / sec['mlp']:8.2f} {sec['before'] * 1e3:10.3f} {sec['before'] / sec['mlp']:11.2f}",
+                  flush=True)
     _write(rows, args.out_dir, "layers_scaling")
     return rows
 

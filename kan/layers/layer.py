@@ -44,9 +44,9 @@ class KANLayer(eqx.Module):
     even split keeps deep stacks stable (a SiLU-dominated 32-layer stack drifts ~17x).
 
     With a :class:`bases.BSpline` basis the edge sum runs through :func:`bases.bspline_edge_sum`: features
-    rebuilt from the ``k + 1`` local pieces per point in row blocks, forward and backward (training memory
-    does not hold the ``(batch, in, G + k)`` feature tensor). ``contraction`` forces its "dense" or "local"
-    form; "auto" (default) picks by :func:`bases.bspline_contract.choose_contraction`.
+    built from the ``k + 1`` local pieces per point; large batches run in rematerialised row blocks, so
+    training never holds the whole ``(batch, in, G + k)`` feature tensor. ``contraction`` forces its
+    "dense" or "local" form; "auto" (default) picks by :func:`bases.bspline_contract.choose_contraction`.
     """
 
     basis: Basis
