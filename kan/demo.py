@@ -76,14 +76,22 @@ def run(steps: int = 50, seed: int = 0, progress: bool = True, verbose: bool = T
         if verbose:
             print(f"{stage:<32s} test RMSE {stages[-1][1]:.3e}   ({time.perf_counter() - start:5.1f} s)")
 
-    model, _ = fit(model, train, steps=steps, optimizer="lbfgs", lamb=lamb, progress=progress)
+    def stage_fit(model, steps, **kw):
+        # A fresh trace per stage: JAX names the functions inside a program by how many it has traced,
+        # and which in-memory traces survive garbage collection varies between runs, so without this
+        # the program text (the persistent cache's key) differs from run to run and the cache misses.
+        if compile_cache:
+            jax.clear_caches()
+        return fit(model, train, steps=steps, optimizer="lbfgs", progress=progress, **kw)[0]
+
+    model = stage_fit(model, steps, lamb=lamb)
     report("train [2,5,1] G=3 with reg")
     model = prune(model, train[0], verbose=verbose)
-    model, _ = fit(model, train, steps=steps, optimizer="lbfgs", progress=progress)
+    model = stage_fit(model, steps)
     report("prune + retrain")
     model = refine(model, 10, train[0])
     report("refine G=10")
-    model, _ = fit(model, train, steps=steps, optimizer="lbfgs", progress=progress)
+    model = stage_fit(model, steps)
     report("refine G=10 + retrain")
     if not symbolic:
         return DemoResult(model, (train, test), stages, None)
@@ -94,7 +102,7 @@ def run(steps: int = 50, seed: int = 0, progress: bool = True, verbose: bool = T
         print("snapped edges: " + ", ".join(f"L{r.layer} {r.inp}->{r.out}: {r.name} (R^2 {r.r2:.6f})"
                                             for r in records))
     report("auto_symbolic")
-    model, _ = fit(model, train, steps=symbolic_steps, optimizer="lbfgs", update_grid=False, progress=progress)
+    model = stage_fit(model, symbolic_steps, update_grid=False)
     report("auto_symbolic + retrain")
     formula = extract_formula(model, train, test)[0]
     stages.append(("formula", formula.rmse))
