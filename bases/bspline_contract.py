@@ -7,7 +7,8 @@ whose ``(rows, G + k, d)`` feature tensor would exceed :data:`FULL_BYTES` runs i
 ``jax.checkpoint``: only ``x`` and ``W`` are kept for the backward pass, which rebuilds each block's
 features, so training memory stays near an MLP's. Below that size the features are the saved residual
 (recomputing them cost 1.4-1.6x the time; XLA kept them alive anyway when fwd and bwd share a jit).
-1024 x 512 at G = 20 (48 MiB of features) stays whole; 32768 x 256 at G = 10 (470 MiB) runs in blocks. The features carry a custom JVP (``dF = F'(x) dx``, elementwise), so reverse mode gives
+1024 x 512 at G = 20 (48 MiB of features) stays whole; 32768 x 256 at G = 10 (470 MiB) runs in blocks.
+The features carry a custom JVP (``dF = F'(x) dx``, elementwise), so reverse mode gives
 ``dx = sum_i dA_i F_i'(x)`` in one fused reduction, and forward mode and Hessians work. Per block:
 
 - ``"dense"``: scatter the local pieces into dense features, then one matmul over ``d * (G + k + 1)``
