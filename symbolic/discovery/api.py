@@ -42,6 +42,7 @@ class DiscoveryResult:
         return self.best.expr
 
     def latex(self) -> str:
+        """LaTeX of the chosen formula."""
         return self.best.latex()
 
     def predict(self, x: Float[np.ndarray, "n d"]) -> Float[np.ndarray, "n"]:
@@ -170,23 +171,27 @@ class SymbolicRegressor:
         self.library, self.noise, self.tolerance = library, noise, tolerance
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The constructor's arguments (scikit-learn's estimator protocol)."""
         return {k: getattr(self, k) for k in ("time_budget", "seed", "variables", "library", "noise", "tolerance")}
 
     def set_params(self, **params) -> "SymbolicRegressor":
+        """Change constructor arguments by name; unknown names raise ValueError."""
         for k, v in params.items():
             if k not in self.get_params():
                 raise ValueError(f"SymbolicRegressor: unknown parameter {k!r}")
             setattr(self, k, v)
         return self
 
-    def fit(self, x, y) -> "SymbolicRegressor":
+    def fit(self, x: Float[np.ndarray, "n d"], y: Float[np.ndarray, "n *m"]) -> "SymbolicRegressor":
+        """Run :func:`discover` on ``x (n, d)``, ``y (n,)`` or ``(n, m)``; returns ``self``."""
         self.result_ = discover(x, y, **self.get_params())
         results = self.result_ if isinstance(self.result_, list) else [self.result_]
         self.formula_ = [r.expr for r in results] if isinstance(self.result_, list) else results[0].expr
         self.n_features_in_ = len(results[0].variables)
         return self
 
-    def predict(self, x) -> np.ndarray:
+    def predict(self, x: Float[np.ndarray, "n d"]) -> np.ndarray:
+        """The chosen formula(s) at ``x (n, d)``: ``(n,)``, or ``(n, m)`` for several outputs."""
         if not hasattr(self, "result_"):
             raise RuntimeError("SymbolicRegressor: call fit before predict")
         x = np.asarray(x, np.float64)

@@ -44,6 +44,7 @@ class Candidate:
 
     @property
     def complexity(self) -> int:
+        """Size of the formula (:func:`complexity`)."""
         return complexity(self.expr)
 
     def latex(self) -> str:
