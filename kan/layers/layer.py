@@ -21,6 +21,9 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from bases import Basis, BSpline, buffer_field, bspline_edge_sum, check_last_dim, gaussian_expectation
 from bases.bspline_contract import CONTRACTIONS
 
+# Below this many (rows x in x functions) feature elements KANLayer uses the plain dense path (see _small).
+_SMALL_FEATURES = 2**18
+
 
 class _SquaredActivation(eqx.Module):
     fn: Callable[[Array], Array] = eqx.field(static=True)
@@ -118,7 +121,7 @@ class KANLayer(eqx.Module):
         check_last_dim(x, self.in_features, "KANLayer")
         mask = self._numeric_mask()
         weight = self.spline_weight * mask[..., None]
-        if isinstance(self.basis, BSpline):
+        if isinstance(self.basis, BSpline) and not self._small(x):
             y = self._bspline_sum(x, weight, mask)
         else:
             y = self._dense_sum(x, weight, mask)
@@ -128,6 +131,16 @@ class KANLayer(eqx.Module):
         if self.bias is not None:
             y = y + self.bias
         return y
+
+    def _small(self, x: Array) -> bool:
+        """Whether the plain dense path (features by ``self.basis``, autodiff) serves this batch: below
+        ``_SMALL_FEATURES`` feature elements the local-piece edge sum saves no measurable time, while its
+        custom JVP roughly doubles the compile time of an L-BFGS fit (7.9 s -> 14.5 s for a [2, 5, 1] KAN
+        on 1000 rows, 3 steps), which is what small symbolic-regression jobs spend their time on."""
+        if self.contraction != "auto":
+            return False
+        rows = int(np.prod(x.shape[:-1])) if x.ndim > 1 else 1
+        return rows * self.in_features * self.spline_weight.shape[-1] <= _SMALL_FEATURES
 
     def _bspline_sum(self, x: Array, weight: Array, mask: Array) -> Array:
         activation = None
