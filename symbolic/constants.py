@@ -148,16 +148,34 @@ def refit(problem: _Problem, values: np.ndarray, free: np.ndarray, x: np.ndarray
     return values
 
 
+def problem_of(expr: sp.Expr, variables: Sequence[sp.Symbol]) -> _Problem:
+    """``expr`` with each float a parameter (smallest magnitude first), starting at its value."""
+    floats = sorted(expr.atoms(sp.Float), key=lambda f: (abs(float(f)), float(f)))
+    params = tuple(sp.Symbol(f"_c{i}") for i in range(len(floats)))
+    return _Problem(expr.xreplace(dict(zip(floats, params))), params, np.array([float(f) for f in floats]),
+                    tuple(variables))
+
+
+def _refitted(expr: sp.Expr, variables: Sequence[sp.Symbol],
+              train: tuple[np.ndarray, np.ndarray]) -> tuple[_Problem, np.ndarray]:
+    problem = problem_of(expr, variables)
+    x, y = (np.asarray(a, np.float64) for a in train)
+    return problem, refit(problem, problem.values, np.ones(len(problem.params), bool), x, y.reshape(-1))
+
+
+def refit_expr(expr: sp.Expr, variables: Sequence[sp.Symbol], train: tuple[np.ndarray, np.ndarray]) -> sp.Expr:
+    """``expr`` with all its floats refitted on ``train = (x (n, d), y (n,))`` by Levenberg-Marquardt."""
+    if not expr.atoms(sp.Float):
+        return expr
+    problem, values = _refitted(expr, variables, train)
+    return problem.template.xreplace({p: sp.Float(float(v), 15) for p, v in zip(problem.params, values)})
+
+
 def refit_rmse(expr: sp.Expr, variables: Sequence[sp.Symbol], train: tuple[np.ndarray, np.ndarray],
                val: tuple[np.ndarray, np.ndarray]) -> float:
     """Validation RMSE of ``expr`` after refitting all its floats on ``train`` (inf if it fails)."""
-    x, y = (np.asarray(a, np.float64) for a in train)
+    problem, values = _refitted(expr, variables, train)
     vx, vy = (np.asarray(a, np.float64) for a in val)
-    floats = sorted(expr.atoms(sp.Float), key=lambda f: (abs(float(f)), float(f)))
-    params = tuple(sp.Symbol(f"_c{i}") for i in range(len(floats)))
-    problem = _Problem(expr.xreplace(dict(zip(floats, params))), params,
-                       np.array([float(f) for f in floats]), tuple(variables))
-    values = refit(problem, problem.values, np.ones(len(params), bool), x, y.reshape(-1))
     return _rmse(problem.predict(vx, values), vy.reshape(-1))
 
 
@@ -191,13 +209,11 @@ def snap_constants(
     y, vy = y.reshape(-1), vy.reshape(-1)
     if x.ndim != 2 or x.shape[1] != len(variables) or x.shape[0] != y.shape[0]:
         raise ValueError(f"snap_constants: x must be (n, {len(variables)}) with n = len(y); got {x.shape}, {y.shape}")
-    floats = sorted(expr.atoms(sp.Float), key=lambda f: (abs(float(f)), float(f)))
-    if not floats:
-        rm = _rmse(_Problem(expr, (), np.zeros(0), variables).predict(vx, np.zeros(0)), vy)
+    problem = problem_of(expr, variables)
+    if not problem.params:
+        rm = _rmse(problem.predict(vx, problem.values), vy)
         return SnapResult(expr, rm, rm, [])
-    params = tuple(sp.Symbol(f"_c{i}") for i in range(len(floats)))
-    template = expr.xreplace(dict(zip(floats, params)))
-    problem = _Problem(template, params, np.array([float(f) for f in floats]), variables)
+    params, template = problem.params, problem.template
     free = np.ones(len(params), bool)
     values = refit(problem, problem.values, free, x, y)
     before = _rmse(problem.predict(vx, values), vy)
@@ -219,7 +235,7 @@ def snap_constants(
                 break
     subs = {p: (exact[j] if j in exact else sp.Float(float(values[j]), 15)) for j, p in enumerate(params)}
     after = _rmse(problem.predict(vx, values), vy)
-    snapped = [(float(floats[j]), exact[j]) for j in sorted(exact)]
+    snapped = [(float(problem.values[j]), exact[j]) for j in sorted(exact)]
     result = template.xreplace(subs)
     collapsed = collapse_numbers(result)
     if _again and collapsed != result and collapsed.atoms(sp.Float):

@@ -122,6 +122,19 @@ def model_expressions(model: Any, variables: Optional[Sequence[sp.Symbol]] = Non
     return nodes
 
 
+def evaluate_numpy(expr: sp.Expr, variables: Sequence[sp.Symbol], x: np.ndarray) -> np.ndarray:
+    """``expr`` in float64 numpy at ``x (n, d)`` (one column per variable) -> ``(n,)``; nan where it is
+    undefined or cannot be evaluated (e.g. huge exact integers)."""
+    x = np.asarray(x, np.float64)
+    f = safe_lambdify(tuple(variables), expr, "numpy")
+    try:
+        with np.errstate(all="ignore"):
+            out = np.asarray(f(*[x[:, i] for i in range(x.shape[1])]), np.float64)
+        return np.broadcast_to(out, x.shape[:1]).copy()
+    except (OverflowError, ValueError, TypeError, ZeroDivisionError, NameError):
+        return np.full(x.shape[:1], np.nan)
+
+
 @dataclasses.dataclass
 class Formula:
     """A recovered formula ``expr`` in ``variables``. ``fn`` is a jitted ``(n, d) -> (n,)`` callable;
@@ -156,14 +169,7 @@ class Formula:
 
     def evaluate_numpy(self, x: np.ndarray) -> np.ndarray:
         """Float64 numpy evaluation ``(n, d) -> (n,)`` (for accurate RMSEs)."""
-        x = np.asarray(x, np.float64)
-        f = safe_lambdify(self.variables, self.expr, "numpy")
-        try:
-            with np.errstate(all="ignore"):
-                out = np.asarray(f(*[x[:, i] for i in range(x.shape[1])]), np.float64)
-            return np.broadcast_to(out, x.shape[:1])
-        except (OverflowError, ValueError, TypeError, ZeroDivisionError):  # e.g. huge exact integers
-            return np.full(x.shape[:1], np.nan)
+        return evaluate_numpy(self.expr, self.variables, x)
 
     def latex(self) -> str:
         """The formula as a LaTeX string (sympy's ``latex``)."""

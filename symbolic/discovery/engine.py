@@ -15,7 +15,8 @@ from typing import Optional, Sequence
 import numpy as np
 import sympy as sp
 
-from ..constants import _Problem, refit
+from ..constants import refit_expr
+from ..formula import evaluate_numpy
 from .budget import Budget
 from .pareto import Candidate, pareto_front, rmse
 from .regression import regression_candidates
@@ -64,18 +65,6 @@ def _fits(cands: Sequence[Candidate], scale: float, settings: Settings) -> bool:
     return any(c.val_rmse <= limit and 0 < c.terms <= settings.sparse_terms for c in cands)
 
 
-def refit_expr(expr: sp.Expr, variables: Sequence[sp.Symbol], train: Split) -> sp.Expr:
-    """``expr`` with all its floats refitted on ``train`` by Levenberg-Marquardt."""
-    floats = sorted(expr.atoms(sp.Float), key=lambda f: (abs(float(f)), float(f)))
-    if not floats:
-        return expr
-    params = tuple(sp.Symbol(f"_c{i}") for i in range(len(floats)))
-    problem = _Problem(expr.xreplace(dict(zip(floats, params))), params,
-                       np.array([float(f) for f in floats]), tuple(variables))
-    values = refit(problem, problem.values, np.ones(len(params), bool), train[0], train[1])
-    return problem.template.xreplace({p: sp.Float(float(v), 15) for p, v in zip(params, values)})
-
-
 def solve(train: Split, val: Split, variables: Sequence[sp.Expr], budget: Budget, settings: Settings,
           depth: int = 0, label: str = "") -> list[Candidate]:
     """Candidates for ``y`` from ``train = (x (n, d), y (n,))`` in ``variables`` (one per column)."""
@@ -107,12 +96,8 @@ def _drop_irrelevant(train, val, variables, hyp, budget, settings, depth, label)
         return []
     sub = solve((train[0][:, keep], train[1]), (val[0][:, keep], val[1]), [variables[i] for i in keep],
                 budget, settings, depth + 1, label + "drop/")
-    return [Candidate(c.expr, tuple(variables), rmse(_eval(c.expr, variables, val[0]), val[1]), c.source)
+    return [Candidate(c.expr, tuple(variables), rmse(evaluate_numpy(c.expr, variables, val[0]), val[1]), c.source)
             for c in sub]
-
-
-def _eval(expr: sp.Expr, variables, x: np.ndarray) -> np.ndarray:
-    return Candidate(expr, tuple(variables), 0.0, "").evaluate(x)
 
 
 _OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b, "/": lambda a, b: a / b}

@@ -8,7 +8,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 import sympy as sp
 
-from ..constants import safe_lambdify
+from ..formula import evaluate_numpy
 
 
 def complexity(expr: sp.Expr) -> int:
@@ -53,14 +53,7 @@ class Candidate:
 
     def evaluate(self, x: np.ndarray) -> np.ndarray:
         """Float64 numpy evaluation ``x (n, d) -> (n,)``; nan where it is undefined."""
-        x = np.asarray(x, np.float64)
-        f = safe_lambdify(self.variables, self.expr, "numpy")
-        try:
-            with np.errstate(all="ignore"):
-                out = np.asarray(f(*[x[:, i] for i in range(x.shape[1])]), np.float64)
-            return np.broadcast_to(out, x.shape[:1]).copy()
-        except (OverflowError, ValueError, TypeError, ZeroDivisionError, NameError):
-            return np.full(x.shape[:1], np.nan)
+        return evaluate_numpy(self.expr, self.variables, x)
 
     def callable(self) -> Callable:
         """A jitted JAX callable ``(..., d) -> (...)`` of the formula (``symbolic.Formula``)."""

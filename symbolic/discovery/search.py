@@ -200,9 +200,9 @@ def search_transformed(library: FeatureLibrary, train: tuple[np.ndarray, np.ndar
                 out.append(LinearCandidate(tr, key[1], coef, _rmse(pred, vy),
                                            tr.complexity + float(comp[s].sum()) + len(s)))
         if rational and (families is None or "1/x" in families) and not deadline():
-            plain = sorted((c for c in out if c.transform.name == "y" and len(c.support) <= max_terms - 1
-                            and all(j in set(cols) for j in c.support)), key=lambda c: c.val_rmse)
             where = {int(j): k for k, j in enumerate(cols)}
+            plain = sorted((c for c in out if c.transform.name == "y" and len(c.support) <= max_terms - 1
+                            and all(j in where for j in c.support)), key=lambda c: c.val_rmse)
             by_size: dict[int, list] = {}
             for c in plain:  # the best numerators of each size: small ones are often the right ones
                 by_size.setdefault(len(c.support), []).append(c)
@@ -217,7 +217,7 @@ def _search_rational(ft, fv, comp, cols, numerators, y, vy, max_terms, beam, dea
     untransformed search; Q features are added to each by beam search (all coefficients refitted).
     Searching P and Q together lets a nearly constant Q feature take the beam (``y Q`` is then nearly
     ``y``: a degenerate fit with a small linear residual and a useless ``P / (1 + Q)``)."""
-    q_cols = [k for k in range(ft.shape[1]) if library_free(k, comp) and comp[k] <= 5]
+    q_cols = [k for k in range(ft.shape[1]) if 0 < comp[k] <= 5]  # not the constant (complexity 0)
     p = ft.shape[1]
     aug = np.column_stack([ft, -y[:, None] * ft[:, q_cols]])
     allowed = np.zeros(aug.shape[1], bool)
@@ -251,7 +251,3 @@ def _search_rational(ft, fv, comp, cols, numerators, y, vy, max_terms, beam, dea
                                        + len(num) + len(den), tuple(int(cols[k]) for k in den), cd))
     return out
 
-
-def library_free(k: int, comp: np.ndarray) -> bool:
-    """Whether column ``k`` may enter a denominator: not the constant (complexity 0)."""
-    return comp[k] > 0
