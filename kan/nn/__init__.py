@@ -5,7 +5,7 @@ All modules map ``(..., seq, width)`` (any leading batch shape), use float32 par
 in the dtype of their input (so a bf16 train step casts the parameters, not the code).
 """
 
-from .attention import MultiHeadAttention, causal_mask
+from .attention import ATTENTION_KINDS, MultiHeadAttention, causal_mask, make_attention
 from .block import TransformerBlock
 from .feedforward import FF_KINDS, FeedForward, hidden_width, make_feed_forward
 from .gpt import GPT, sample
@@ -13,6 +13,7 @@ from .layers import LayerNorm, Linear, activation_second_moment
 from .vit import VIT_CONFIGS, VisionTransformer, patchify, vision_transformer, vit_config
 
 __all__ = [
+    "ATTENTION_KINDS",
     "FF_KINDS",
     "FeedForward",
     "GPT",
@@ -25,6 +26,7 @@ __all__ = [
     "activation_second_moment",
     "causal_mask",
     "hidden_width",
+    "make_attention",
     "make_feed_forward",
     "patchify",
     "sample",

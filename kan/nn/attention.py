@@ -18,7 +18,7 @@ one-hot) and ``y`` has at most the variance of ``v`` (an average of values).
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import equinox as eqx
 import jax
@@ -105,3 +105,24 @@ class MultiHeadAttention(eqx.Module):
         weights = self._softmax(q, k, mask).astype(v.dtype)
         y = jnp.einsum("...hqk,...khd->...qhd", weights, v)
         return self.out(y.reshape(x.shape))
+
+
+ATTENTION_KINDS = ("softmax", "karat")
+
+
+def make_attention(kind: "str | eqx.Module", width: int, num_heads: int, *, key: PRNGKeyArray,
+                   causal: bool = False, **options: Any) -> eqx.Module:
+    """An attention module ``(..., seq, width) -> (..., seq, width)`` of ``kind``: ``"softmax"``
+    (:class:`MultiHeadAttention`), ``"karat"`` (Kolmogorov-Arnold attention, :mod:`kan.nn.karat`), or
+    ``kind`` itself if it is already a module. ``options`` go to the module's constructor."""
+    if isinstance(kind, eqx.Module):
+        if options:
+            raise ValueError("make_attention: attention_options apply to a kind name, not to a given module")
+        return kind
+    if kind == "softmax":
+        return MultiHeadAttention(width, num_heads, key=key, causal=causal, **options)
+    if kind == "karat":
+        from .karat import KolmogorovArnoldAttention  # imported here: the softmax path needs no basis code
+
+        return KolmogorovArnoldAttention(width, num_heads, key=key, causal=causal, **options)
+    raise ValueError(f"make_attention: unknown attention kind {kind!r}; valid kinds: {', '.join(ATTENTION_KINDS)}")

@@ -3,7 +3,9 @@
     x = x + g1 * attn(LN1(x))
     x = x + g2 * ffn(LN2(x))
 
-``ffn`` is a kind name (``"mlp"``, ``"grkan"``, ``"kan"``, ``"afkan"``: see :mod:`kan.nn.feedforward`)
+``attention`` is ``"softmax"`` (:class:`kan.nn.MultiHeadAttention`), ``"karat"`` (Kolmogorov-Arnold
+attention) or a module (see :func:`kan.nn.attention.make_attention`); ``attention_options`` go to its
+constructor. ``ffn`` is a kind name (``"mlp"``, ``"grkan"``, ``"kan"``, ``"afkan"``: see :mod:`kan.nn.feedforward`)
 or any module mapping ``(..., width) -> (..., width)``. ``g1, g2`` are LayerScale gains (Touvron et
 al. 2021, CaiT), present only when ``layer_scale`` is given (a float start value); by default there are
 none, as in ViT/DeiT/KAT.
@@ -22,7 +24,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
-from .attention import MultiHeadAttention
+from .attention import make_attention
 from .feedforward import make_feed_forward
 from .layers import LayerNorm
 
@@ -31,7 +33,7 @@ class TransformerBlock(eqx.Module):
     """``(..., seq, width) -> (..., seq, width)``: pre-norm attention and feed-forward residual branches."""
 
     norm1: LayerNorm
-    attn: MultiHeadAttention
+    attn: Any
     norm2: LayerNorm
     ffn: Any
     gamma1: Optional[Float[Array, " d"]]
@@ -48,13 +50,15 @@ class TransformerBlock(eqx.Module):
         causal: bool = False,
         layer_scale: Optional[float] = None,
         ffn_options: Optional[dict] = None,
+        attention: str | eqx.Module = "softmax",
+        attention_options: Optional[dict] = None,
     ):
         if isinstance(ffn, eqx.Module) and ffn_options:
             raise ValueError("TransformerBlock: ffn_options apply to a feed-forward kind name, not to a given module")
         k_attn, k_ffn = jax.random.split(key)
         self.width = int(width)
         self.norm1 = LayerNorm(width)
-        self.attn = MultiHeadAttention(width, num_heads, key=k_attn, causal=causal)
+        self.attn = make_attention(attention, width, num_heads, key=k_attn, causal=causal, **(attention_options or {}))
         self.norm2 = LayerNorm(width)
         self.ffn = make_feed_forward(ffn, width, key=k_ffn, **(ffn_options or {}))
         if layer_scale is None:

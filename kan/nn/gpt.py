@@ -49,6 +49,8 @@ class GPT(eqx.Module):
         num_heads: int = 4,
         ffn: str | eqx.Module = "mlp",
         ffn_options: Optional[dict] = None,
+        attention: str | eqx.Module = "softmax",
+        attention_options: Optional[dict] = None,
         tie_embedding: bool = False,
         layer_scale: Optional[float] = None,
     ):
@@ -60,7 +62,8 @@ class GPT(eqx.Module):
         self.pos_embed = 0.02 * jax.random.normal(k_pos, (self.max_len, width), jnp.float32)
         self.blocks = tuple(
             TransformerBlock(width, num_heads, key=k, ffn=ffn, causal=True, layer_scale=layer_scale,
-                             ffn_options=ffn_options)
+                             ffn_options=ffn_options,
+                             attention=attention, attention_options=attention_options)
             for k in jax.random.split(k_blocks, int(depth))
         )
         self.norm = LayerNorm(width)

@@ -66,6 +66,7 @@ def patchify(images: Float[Array, "... H W C"], patch_size: int) -> Float[Array,
 class VisionTransformer(eqx.Module):
     """ViT / KAT classifier ``(..., H, W, C) -> (..., num_classes)`` (see the module docstring).
 
+    ``attention`` is ``"softmax"`` or ``"karat"`` (options in ``attention_options``) or a module.
     ``ffn`` is a feed-forward kind (``"mlp"``, ``"grkan"``, ``"kan"``, ``"afkan"``) or a module;
     ``ffn_options`` go to :class:`kan.nn.FeedForward` (``mlp_ratio``, ``hidden``, ``num_groups``,
     ``rational_backend``, ...). ``pool`` is ``"cls"`` (class token, as in ViT/KAT) or ``"mean"``.
@@ -95,6 +96,8 @@ class VisionTransformer(eqx.Module):
         num_heads: int = 3,
         ffn: str | eqx.Module = "grkan",
         ffn_options: Optional[dict] = None,
+        attention: str | eqx.Module = "softmax",
+        attention_options: Optional[dict] = None,
         layer_scale: Optional[float] = None,
         pool: str = "cls",
     ):
@@ -112,7 +115,8 @@ class VisionTransformer(eqx.Module):
         self.cls_token = 0.02 * jax.random.normal(k_cls, (1, width), jnp.float32)
         self.pos_embed = 0.02 * jax.random.normal(k_pos, (num_patches + 1, width), jnp.float32)
         self.blocks = tuple(
-            TransformerBlock(width, num_heads, key=k, ffn=ffn, layer_scale=layer_scale, ffn_options=ffn_options)
+            TransformerBlock(width, num_heads, key=k, ffn=ffn, layer_scale=layer_scale, ffn_options=ffn_options,
+                             attention=attention, attention_options=attention_options)
             for k in jax.random.split(k_blocks, int(depth))
         )
         self.norm = LayerNorm(width)
