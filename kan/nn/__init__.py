@@ -7,6 +7,8 @@ in the dtype of their input (so a bf16 train step casts the parameters, not the 
 
 from .attention import ATTENTION_KINDS, MultiHeadAttention, causal_mask, make_attention
 from .block import TransformerBlock
+from .experts import ROUTERS, MixtureOfExperts, switch_balance_loss
+from .feedforward import BLOCK_FFN_KINDS
 from .feedforward import FF_KINDS, FeedForward, hidden_width, make_feed_forward
 from .gpt import GPT, sample
 from .layers import LayerNorm, Linear, activation_second_moment
@@ -15,6 +17,10 @@ from .vit import VIT_CONFIGS, VisionTransformer, patchify, vision_transformer, v
 __all__ = [
     "ATTENTION_KINDS",
     "FF_KINDS",
+    "BLOCK_FFN_KINDS",
+    "MixtureOfExperts",
+    "ROUTERS",
+    "switch_balance_loss",
     "FeedForward",
     "GPT",
     "LayerNorm",

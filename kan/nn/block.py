@@ -5,8 +5,11 @@
 
 ``attention`` is ``"softmax"`` (:class:`kan.nn.MultiHeadAttention`), ``"karat"`` (Kolmogorov-Arnold
 attention) or a module (see :func:`kan.nn.attention.make_attention`); ``attention_options`` go to its
-constructor. ``ffn`` is a kind name (``"mlp"``, ``"grkan"``, ``"kan"``, ``"afkan"``: see :mod:`kan.nn.feedforward`)
-or any module mapping ``(..., width) -> (..., width)``. ``g1, g2`` are LayerScale gains (Touvron et
+constructor. ``ffn`` is a kind name (``"mlp"``, ``"grkan"``, ``"kan"``, ``"rbf"``, ``"afkan"``: see
+:mod:`kan.nn.feedforward`; ``"moe"``: :class:`kan.nn.MixtureOfExperts`) or any module mapping
+``(..., width) -> (..., width)``. A feed-forward with a ``route(x) -> (y, aux)`` method (the mixture of
+experts) reports its auxiliary loss through ``block(x, return_aux=True) -> (y, aux)``; for any other
+feed-forward ``aux`` is ``{}``. ``g1, g2`` are LayerScale gains (Touvron et
 al. 2021, CaiT), present only when ``layer_scale`` is given (a float start value); by default there are
 none, as in ViT/DeiT/KAT.
 
@@ -72,17 +75,34 @@ class TransformerBlock(eqx.Module):
     def branches(self, x: Float[Array, "... s d"], *, mask: Optional[Bool[Array, "..."]] = None
                  ) -> tuple[Float[Array, "... s d"], Float[Array, "... s d"], Float[Array, "... s d"]]:
         """``(attention branch, feed-forward branch, block output)``, for variance diagnostics."""
+        return self._forward(x, mask)[:3]
+
+    def _forward(self, x: Array, mask: Optional[Array]) -> tuple[Array, Array, Array, dict]:
         a = self.attn(self.norm1(x), mask=mask)
         if self.gamma1 is not None:
             a = a * self.gamma1.astype(a.dtype)
         x = x + a.astype(x.dtype)
-        f = self.ffn(self.norm2(x))
+        h = self.norm2(x)
+        route = getattr(self.ffn, "route", None)
+        f, aux = route(h) if callable(route) else (self.ffn(h), {})
         if self.gamma2 is not None:
             f = f * self.gamma2.astype(f.dtype)
-        return a, f, x + f.astype(x.dtype)
+        return a, f, x + f.astype(x.dtype), aux
 
     def __call__(self, x: Float[Array, "... s d"], *, mask: Optional[Bool[Array, "..."]] = None,
-                 key: Optional[PRNGKeyArray] = None) -> Float[Array, "... s d"]:
-        """``key`` is unused (no dropout); accepted for a uniform calling convention."""
+                 key: Optional[PRNGKeyArray] = None, return_aux: bool = False
+                 ) -> Float[Array, "... s d"] | tuple[Float[Array, "... s d"], dict]:
+        """The block output; with ``return_aux=True`` also the feed-forward's auxiliary dict (the
+        mixture of experts' ``balance`` loss, ``load``, ``importance``; ``{}`` for other kinds).
+        ``key`` is unused (no dropout); accepted for a uniform calling convention."""
         del key
-        return self.branches(x, mask=mask)[2]
+        _, _, y, aux = self._forward(x, mask)
+        return (y, aux) if return_aux else y
+
+
+def collect_aux(auxes: list[dict]) -> dict:
+    """Sum the blocks' auxiliary dicts into ``{"balance": sum of balance losses (0.0 without experts),
+    "load": tuple of each mixture block's load fractions (E,)}`` (for ``return_aux=True`` of the models)."""
+    routed = [a for a in auxes if "balance" in a]
+    balance = sum((a["balance"] for a in routed), jnp.zeros((), jnp.float32))
+    return {"balance": balance, "load": tuple(a["load"] for a in routed)}

@@ -9,7 +9,13 @@ unless given:
   :class:`kan.GroupKANLayer` with ``num_groups`` (8) contiguous channel groups each.
 - ``"kan"``: two B-spline :class:`kan.KANLayer` (Liu et al. 2024, arXiv 2404.19756) with a SiLU
   residual branch; grid over ``grid_range`` (default ``(-3, 3)``, where LayerNorm-ed inputs live).
+- ``"rbf"``: two :class:`kan.KANLayer` on a :class:`bases.GaussianRBF` basis (``grid_size`` bumps over
+  ``grid_range``) with the SiLU residual branch: FastKAN (Li 2024, arXiv 2405.06721), the RBF-basis KAN that
+  FasterKAN and MLP-KAN's function experts build on (FasterKAN's sech^2 bump is replaced by the Gaussian).
 - ``"afkan"``: two :class:`kan.AFKANLayer` (Ta et al. 2025, arXiv 2503.06112).
+
+:func:`make_feed_forward` (and so ``TransformerBlock(ffn=...)``) also takes ``"moe"``
+(:data:`BLOCK_FFN_KINDS`): a :class:`kan.nn.MixtureOfExperts` of these kinds (MLP-KAN, He et al. 2024).
 
 Variance-preserving init: every layer draws its weights so that a unit-variance input gives a
 unit-variance output. For ``"grkan"`` the second Linear's weight std is
@@ -26,14 +32,16 @@ import equinox as eqx
 import jax
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from bases import BSpline, check_last_dim, count_parameters, get_activation
+from bases import BSpline, GaussianRBF, check_last_dim, count_parameters, get_activation
 
 from ..layers.afkan_layer import AFKANLayer
 from ..layers.group_layer import GroupKANLayer
 from ..layers.layer import KANLayer
+from ..model import KAN
 from .layers import Linear, activation_second_moment
 
-FF_KINDS = ("mlp", "grkan", "kan", "afkan")
+FF_KINDS = ("mlp", "grkan", "kan", "rbf", "afkan")
+BLOCK_FFN_KINDS = FF_KINDS + ("moe",)  # what make_feed_forward / TransformerBlock(ffn=...) accept by name
 
 
 def hidden_width(width: int, mlp_ratio: float, hidden: Optional[int] = None) -> int:
@@ -71,7 +79,8 @@ class FeedForward(eqx.Module):
         grid_range: tuple[float, float] = (-3.0, 3.0),
     ):
         if kind not in FF_KINDS:
-            raise ValueError(f"FeedForward: unknown kind {kind!r}; valid kinds: {', '.join(FF_KINDS)}")
+            hint = "; for a mixture of experts use kan.nn.MixtureOfExperts" if kind == "moe" else ""
+            raise ValueError(f"FeedForward: unknown kind {kind!r}; valid kinds: {', '.join(FF_KINDS)}{hint}")
         width = int(width)
         if width < 1:
             raise ValueError(f"FeedForward: width must be >= 1, got {width}")
@@ -94,6 +103,9 @@ class FeedForward(eqx.Module):
         elif kind == "kan":
             self.fc1 = KANLayer(width, h, BSpline(width, grid_size, order, grid_range), key=k1)
             self.fc2 = KANLayer(h, width, BSpline(h, grid_size, order, grid_range), key=k2)
+        elif kind == "rbf":
+            self.fc1 = KANLayer(width, h, GaussianRBF(width, grid_size, grid_range), key=k1)
+            self.fc2 = KANLayer(h, width, GaussianRBF(h, grid_size, grid_range), key=k2)
         else:  # afkan
             if width < 2 or h < 2:
                 raise ValueError(f"FeedForward: kind 'afkan' needs width and hidden >= 2, got {width}, {h}")
@@ -113,12 +125,26 @@ class FeedForward(eqx.Module):
         """Trainable scalars of both layers (buffers such as spline grids excluded)."""
         return count_parameters(self)
 
+    def as_kan(self) -> Any:
+        """The two layers as a :class:`kan.KAN` ``[width, hidden, width]`` (sharing this block's arrays),
+        for :func:`kan.plot` / :func:`kan.plot_edge`; only for the edge-sum kinds ``"kan"`` and ``"rbf"``."""
+        if self.kind not in ("kan", "rbf"):
+            raise ValueError(f"FeedForward.as_kan: kind {self.kind!r} has no edge-sum layers; only 'kan' and 'rbf'")
+        skeleton = KAN([1, 1, 1], key=jax.random.PRNGKey(0))
+        return eqx.tree_at(lambda m: m.layers, skeleton, (self.fc1, self.fc2))
+
 
 def make_feed_forward(kind: str | eqx.Module, width: int, *, key: PRNGKeyArray, **options: Any) -> eqx.Module:
-    """A :class:`FeedForward` of ``kind`` (options forwarded), or ``kind`` itself if it is already a
-    module (any callable ``(..., width) -> (..., width)``, e.g. a custom expert mixture)."""
+    """A :class:`FeedForward` of ``kind`` (options forwarded), a :class:`kan.nn.MixtureOfExperts` for
+    ``kind="moe"`` (options such as ``experts``, ``top_k``, ``router``, ``hidden`` forwarded), or ``kind``
+    itself if it is already a module (any callable ``(..., width) -> (..., width)``)."""
     if isinstance(kind, eqx.Module):
         return kind
     if not isinstance(kind, str):
-        raise TypeError(f"make_feed_forward: kind must be one of {FF_KINDS} or an eqx.Module, got {type(kind).__name__}")
+        raise TypeError(f"make_feed_forward: kind must be one of {BLOCK_FFN_KINDS} or an eqx.Module, "
+                        f"got {type(kind).__name__}")
+    if kind == "moe":
+        from .experts import MixtureOfExperts  # lazily: experts.py builds on FeedForward
+
+        return MixtureOfExperts(width, key=key, **options)
     return FeedForward(width, kind=kind, key=key, **options)

@@ -7,7 +7,9 @@
 Init: token embedding ``N(0, 1)`` (a unit-variance residual stream), positions ``N(0, 0.02^2)``. With
 ``tie_embedding=True`` the logits reuse the token embedding scaled by ``1/sqrt(width)`` so they start
 with unit variance; otherwise the head starts at zero (first loss ``log vocab``).
-``feed-forward``: ``ffn="mlp"`` is GPT's block, ``ffn="grkan"`` puts KAT's GR-KAN in its place.
+``feed-forward``: ``ffn="mlp"`` is GPT's block, ``ffn="grkan"`` puts KAT's GR-KAN in its place,
+``ffn="moe"`` a mixture of MLP and KAN experts (MLP-KAN); ``model(tokens, return_aux=True)`` then also
+returns ``{"balance": summed load-balancing loss, "load": per-block expert load fractions}``.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from bases import count_parameters
 
-from .block import TransformerBlock
+from .block import TransformerBlock, collect_aux
 from .layers import LayerNorm, Linear
 
 
@@ -83,17 +85,22 @@ class GPT(eqx.Module):
                              f"got shape {tuple(tokens.shape)}")
         return self.token_embed[tokens] + self.pos_embed[: tokens.shape[-1]]
 
-    def __call__(self, tokens: Int[Array, "... s"], *, key: Optional[PRNGKeyArray] = None
-                 ) -> Float[Array, "... s vocab"]:
-        """Next-token logits at every position; ``key`` is unused (no dropout)."""
+    def __call__(self, tokens: Int[Array, "... s"], *, key: Optional[PRNGKeyArray] = None,
+                 return_aux: bool = False) -> Float[Array, "... s vocab"] | tuple[Float[Array, "... s vocab"], dict]:
+        """Next-token logits at every position; with ``return_aux=True`` ``(logits, aux)``, ``aux`` the
+        blocks' summed auxiliary losses (:func:`kan.nn.block.collect_aux`). ``key`` is unused (no dropout)."""
         del key
         x = self.embed(tokens)
+        auxes = []
         for block in self.blocks:
-            x = block(x)
+            x, aux = block(x, return_aux=True)
+            auxes.append(aux)
         h = self.norm(x)
         if self.head is None:
-            return (h @ self.token_embed.T.astype(h.dtype)) * (1.0 / np.sqrt(self.width))
-        return self.head(h)
+            logits = (h @ self.token_embed.T.astype(h.dtype)) * (1.0 / np.sqrt(self.width))
+        else:
+            logits = self.head(h)
+        return (logits, collect_aux(auxes)) if return_aux else logits
 
     def num_parameters(self) -> int:
         """Trainable scalars (a tied embedding counted once)."""

@@ -27,7 +27,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from bases import count_parameters
 
-from .block import TransformerBlock
+from .block import TransformerBlock, collect_aux
 from .layers import LayerNorm, Linear
 
 VIT_CONFIGS: dict[str, dict[str, Any]] = {
@@ -145,19 +145,27 @@ class VisionTransformer(eqx.Module):
             xs.append(block(xs[-1]))
         return xs
 
-    def features(self, images: Float[Array, "... H W C"]) -> Float[Array, "... d"]:
-        """Pooled, normalised features before the head: ``(..., d)``."""
+    def features(self, images: Float[Array, "... H W C"], *, return_aux: bool = False
+                 ) -> Float[Array, "... d"] | tuple[Float[Array, "... d"], dict]:
+        """Pooled, normalised features before the head: ``(..., d)`` (and the blocks' summed auxiliary
+        dict with ``return_aux=True``, see :func:`kan.nn.block.collect_aux`)."""
         x = self.tokens(images)
+        auxes = []
         for block in self.blocks:
-            x = block(x)
+            x, aux = block(x, return_aux=True)
+            auxes.append(aux)
         x = self.norm(x)
-        return x[..., 0, :] if self.pool == "cls" else jnp.mean(x, axis=-2)
+        x = x[..., 0, :] if self.pool == "cls" else jnp.mean(x, axis=-2)
+        return (x, collect_aux(auxes)) if return_aux else x
 
-    def __call__(self, images: Float[Array, "... H W C"], *, key: Optional[PRNGKeyArray] = None
-                 ) -> Float[Array, "... classes"]:
-        """Logits; ``key`` is unused (no dropout)."""
+    def __call__(self, images: Float[Array, "... H W C"], *, key: Optional[PRNGKeyArray] = None,
+                 return_aux: bool = False) -> Float[Array, "... classes"] | tuple[Float[Array, "... classes"], dict]:
+        """Logits (with ``return_aux=True``: ``(logits, aux)``, the mixture-of-experts balancing loss
+        summed over blocks); ``key`` is unused (no dropout)."""
         del key
-        return self.head(self.features(images))
+        h, aux = self.features(images, return_aux=True)
+        logits = self.head(h)
+        return (logits, aux) if return_aux else logits
 
     def num_parameters(self) -> int:
         """Trainable scalars (buffers excluded)."""
