@@ -17,6 +17,9 @@ from .edit.grid import refine, refit_basis, update_grid, update_layer_grid
 from .io import load, read_header, save
 from .layers.group_layer import GroupKANLayer
 from .layers.layer import KANLayer
+from .layers.pade import PadeLayer, PadeStack
+from .layers.pade_conv import PadeConv2d
+from .layers.rational_activation import RationalActivation, RationalMLP
 from .model import BASIS_NAMES, KAN, MLP, basis_factory_from_name
 from .edit.prune import drop_disconnected_nodes, prune, prune_edges, prune_nodes
 from .plot import plot, plot_edge
@@ -42,6 +45,11 @@ __all__ = [
     "KAN",
     "GroupKANLayer",
     "KANLayer",
+    "PadeConv2d",
+    "PadeLayer",
+    "PadeStack",
+    "RationalActivation",
+    "RationalMLP",
     "MLP",
     "BASIS_NAMES",
     "CalibrationRecord",

@@ -1,0 +1,150 @@
+"""Convolutional Padé neurons (PAON, Keleş & Tekalp, ICIP 2024, arXiv 2403.11791): the neuron of
+:mod:`kan.layers.pade` with every weight product ``W_k * x^k`` a 2-D convolution of the elementwise
+power ``x^k``, channels last. The powers are stacked on the channel axis, so each polynomial response
+is one convolution over ``K C`` channels (two in the smooth form: powers ``1..K-1`` and power ``K``).
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from bases import count_parameters
+
+from .pade import check_config, combine_flops, input_powers, pade_combine, power_flops, power_stds
+
+Padding = Union[str, int, Sequence[int], Sequence[Sequence[int]]]
+
+
+def _pair(value: Union[int, Sequence[int]], name: str) -> tuple[int, int]:
+    if isinstance(value, int):
+        value = (value, value)
+    value = tuple(int(v) for v in value)
+    if len(value) != 2 or min(value) < 1:
+        raise ValueError(f"PadeConv2d: {name} must be a positive int or a pair of them, got {value}")
+    return value
+
+
+def _padding(padding: Padding) -> Union[str, tuple[tuple[int, int], tuple[int, int]]]:
+    """``"SAME"`` / ``"VALID"``, an int, ``(ph, pw)`` or ``((top, bottom), (left, right))``."""
+    if isinstance(padding, str):
+        if padding.upper() not in ("SAME", "VALID"):
+            raise ValueError(f"PadeConv2d: padding must be 'SAME', 'VALID' or ints, got {padding!r}")
+        return padding.upper()
+    if isinstance(padding, int):
+        padding = (padding, padding)
+    padding = tuple(padding)
+    if len(padding) == 2 and all(isinstance(p, int) for p in padding):
+        padding = ((padding[0], padding[0]), (padding[1], padding[1]))
+    try:
+        pads = tuple((int(lo), int(hi)) for lo, hi in padding)
+    except (TypeError, ValueError):
+        raise ValueError(f"PadeConv2d: cannot read padding {padding!r}") from None
+    if len(pads) != 2 or min(min(p) for p in pads) < 0:
+        raise ValueError(f"PadeConv2d: padding must give 2 non-negative (lo, hi) pairs, got {pads}")
+    return pads
+
+
+class PadeConv2d(eqx.Module):
+    """Padé-neuron convolution ``(..., H, W, in_channels) -> (..., H', W', out_channels)``.
+
+    Parameters: ``numerator (kh, kw, K, in, out)``, ``bias (out,)``, ``denominator (kh, kw, L, in, out)``.
+    Forms, safe denominators and init as in :class:`kan.PadeLayer` with fan-in ``kh kw in``.
+    """
+
+    numerator: Float[Array, "kh kw K cin cout"]
+    bias: Float[Array, " cout"]
+    denominator: Float[Array, "kh kw L cin cout"]
+    in_channels: int = eqx.field(static=True)
+    out_channels: int = eqx.field(static=True)
+    kernel_size: tuple[int, int] = eqx.field(static=True)
+    stride: tuple[int, int] = eqx.field(static=True)
+    padding: Union[str, tuple[tuple[int, int], tuple[int, int]]] = eqx.field(static=True)
+    form: str = eqx.field(static=True)
+    denominator_form: str = eqx.field(static=True)
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: Union[int, Sequence[int]] = 3,
+                 numerator_degree: int = 3, denominator_degree: int = 2, *, key: PRNGKeyArray,
+                 stride: Union[int, Sequence[int]] = 1, padding: Padding = 0, form: str = "plain",
+                 denominator: str = "B", higher_share: float = 0.1, init_scale: float = 1.0):
+        k, l = check_config("PadeConv2d", numerator_degree, denominator_degree, form, denominator, higher_share)
+        if int(in_channels) < 1 or int(out_channels) < 1:
+            raise ValueError(f"PadeConv2d: channels must be >= 1, got {in_channels}, {out_channels}")
+        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        self.kernel_size = _pair(kernel_size, "kernel_size")
+        self.stride = _pair(stride, "stride")
+        self.padding = _padding(padding)
+        self.form, self.denominator_form = form, denominator
+        kh, kw = self.kernel_size
+        stds = init_scale * power_stds(k, kh * kw * self.in_channels, form, higher_share)
+        noise = jax.random.normal(key, (kh, kw, k, self.in_channels, self.out_channels))
+        self.numerator = noise * jnp.asarray(stds, jnp.float32)[None, None, :, None, None]
+        self.bias = jnp.zeros((self.out_channels,))
+        self.denominator = jnp.zeros((kh, kw, l, self.in_channels, self.out_channels))
+
+    @property
+    def numerator_degree(self) -> int:
+        return self.numerator.shape[2]
+
+    @property
+    def denominator_degree(self) -> int:
+        return self.denominator.shape[2]
+
+    def _contract(self, powers: Array, weight: Array, lo: int, hi: int) -> Array:
+        p = powers[..., lo:hi, :]
+        p = p.reshape(p.shape[:-2] + (-1,))
+        w = weight[:, :, lo:hi]
+        w = w.reshape(w.shape[:2] + (-1, w.shape[-1]))
+        return jax.lax.conv_general_dilated(p, w, self.stride, self.padding,
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    def __call__(self, x: Float[Array, "... H W cin"], *, key: Optional[PRNGKeyArray] = None
+                 ) -> Float[Array, "... Ho Wo cout"]:
+        """``(..., H, W, in) -> (..., H', W', out)``; ``key`` is unused."""
+        del key
+        if not hasattr(x, "ndim") or x.ndim < 3 or x.shape[-1] != self.in_channels:
+            raise ValueError(f"PadeConv2d: expected input of shape (..., H, W, {self.in_channels}), got "
+                             f"{tuple(getattr(x, 'shape', ()))}")
+        if not jnp.issubdtype(x.dtype, jnp.floating):
+            raise TypeError(f"PadeConv2d: expected a floating-point input, got dtype {x.dtype}")
+        kh, kw = self.kernel_size
+        height, width = self.output_size(x.shape[-3], x.shape[-2])
+        lead = x.shape[:-3]
+        x4 = x.reshape((-1,) + x.shape[-3:])
+        k, l = self.numerator_degree, self.denominator_degree
+        powers = input_powers(x4, max(k, l))
+        y = pade_combine(self._contract, powers, self.numerator, self.denominator, self.bias, k, l,
+                         self.form, self.denominator_form)
+        return y.reshape(lead + (height, width, self.out_channels))
+
+    def output_size(self, height: int, width: int) -> tuple[int, int]:
+        """Spatial size ``(H', W')`` of the output for an ``(H, W)`` input (ValueError when empty)."""
+        sizes = []
+        for n, k, s, axis in zip((height, width), self.kernel_size, self.stride, range(2)):
+            if self.padding == "SAME":
+                sizes.append(-(-n // s))
+            else:
+                lo, hi = (0, 0) if self.padding == "VALID" else self.padding[axis]
+                sizes.append((n + lo + hi - k) // s + 1 if n + lo + hi >= k else 0)
+        if min(sizes) < 1:
+            raise ValueError(f"PadeConv2d: a {height}x{width} input is smaller than the {self.kernel_size} "
+                             f"kernel with padding {self.padding}")
+        return sizes[0], sizes[1]
+
+    def num_parameters(self) -> int:
+        """``kh kw in out (K + L) + out``."""
+        return count_parameters(self)
+
+    def flops(self, height: int, width: int) -> int:
+        """Forward FLOPs per sample for an ``(height, width)`` input: powers of every input element,
+        ``2 kh kw in`` per power, output channel and output position, and the elementwise combination."""
+        kh, kw = self.kernel_size
+        ho, wo = self.output_size(height, width)
+        k, l = self.numerator_degree, self.denominator_degree
+        return (power_flops(height * width * self.in_channels, k, l, self.denominator_form)
+                + combine_flops(k, l, kh * kw * self.in_channels, ho * wo * self.out_channels, self.form,
+                                self.denominator_form))
