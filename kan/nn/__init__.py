@@ -6,6 +6,8 @@ in the dtype of their input (so a bf16 train step casts the parameters, not the 
 """
 
 from .attention import ATTENTION_KINDS, MultiHeadAttention, causal_mask, make_attention
+from .karat import KolmogorovArnoldAttention
+from .karat_rows import ROW_NORMALISATIONS, sparsemax
 from .block import TransformerBlock
 from .experts import ROUTERS, MixtureOfExperts, switch_balance_loss
 from .feedforward import BLOCK_FFN_KINDS
@@ -25,7 +27,10 @@ __all__ = [
     "GPT",
     "LayerNorm",
     "Linear",
+    "KolmogorovArnoldAttention",
     "MultiHeadAttention",
+    "ROW_NORMALISATIONS",
+    "sparsemax",
     "TransformerBlock",
     "VIT_CONFIGS",
     "VisionTransformer",
