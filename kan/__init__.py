@@ -17,6 +17,8 @@ from .edit.grid import refine, refit_basis, update_grid, update_layer_grid
 from .io import load, read_header, save
 from .layers.group_layer import GroupKANLayer
 from .layers.layer import KANLayer
+from .layers.conv import ConvKAN2d
+from .layers.selectable_conv import SelectableConvKAN2d, fit_selectable_conv
 from .layers.pade import PadeLayer, PadeStack
 from .layers.pade_conv import PadeConv2d
 from .layers.rational_activation import RationalActivation, RationalMLP
@@ -45,6 +47,9 @@ __all__ = [
     "KAN",
     "GroupKANLayer",
     "KANLayer",
+    "ConvKAN2d",
+    "SelectableConvKAN2d",
+    "fit_selectable_conv",
     "PadeConv2d",
     "PadeLayer",
     "PadeStack",
