@@ -139,6 +139,8 @@ class MixtureOfExperts(eqx.Module):
         """``(gates, probs)``: the mixing weights (top-k: k non-zero per token, summing to 1) and the
         router's softmax probabilities, both float32."""
         check_last_dim(x, self.width, "MixtureOfExperts")
+        if not jnp.issubdtype(x.dtype, jnp.floating):
+            raise TypeError(f"MixtureOfExperts: expected a floating-point input, got dtype {x.dtype}")
         logits = self.router(x).astype(jnp.float32)
         probs = jax.nn.softmax(logits, axis=-1)
         if self.routing == "soft" or self.top_k == self.num_experts:
