@@ -1,0 +1,239 @@
+"""Kolmogorov-Arnold attention (kan.nn.KolmogorovArnoldAttention): shapes, row normalisations, exact-zero
+masking without leaks, gradients, variance-preserving init, counts, save/load, plotting, errors."""
+
+import subprocess
+import sys
+import textwrap
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import kan
+import kan.nn
+
+W, H, N = 16, 2, 6  # width, heads, sequence length (the row length of the operator)
+
+CONFIGS = {  # name -> options: every form, sharing and normalisation, three bases
+    "full_l1": dict(),
+    "lowrank_sparsemax": dict(rank=2, normalisation="sparsemax"),
+    "shared_softmax_rbf": dict(rank=3, share_heads=True, normalisation="softmax", basis="rbf"),
+    "none_bspline": dict(normalisation="none", basis="bspline"),
+    "signed_l1": dict(rank=2, normalisation="signed_l1"),
+    "causal": dict(rank=3, causal=True),
+}
+
+
+@pytest.fixture(scope="module")
+def modules():
+    keys = jax.random.split(jax.random.PRNGKey(0), len(CONFIGS))
+    return {name: kan.nn.KolmogorovArnoldAttention(W, H, key=k, seq_len=N, **opts)
+            for (name, opts), k in zip(CONFIGS.items(), keys)}
+
+
+@pytest.fixture(scope="module")
+def x():
+    return jax.random.normal(jax.random.PRNGKey(1), (3, N, W))
+
+
+@eqx.filter_jit
+def outputs(models, x, mask):
+    """Per module: batched output, single-sequence output, weights without / with the mask, output
+    with the mask (one compilation for all the tests that change ``x``)."""
+    return {name: (m(x), m(x[-1]), m.attention_weights(x), m.attention_weights(x, mask), m(x, mask=mask))
+            for name, m in models.items()}
+
+
+def _mask():
+    """Key ``1`` hidden from every query, and query 4 sees only keys 0 and 4."""
+    mask = np.ones((N, N), bool)
+    mask[:, 1] = False
+    mask[4] = False
+    mask[4, [0, 4]] = True
+    return jnp.asarray(mask)
+
+
+@pytest.fixture(scope="module")
+def results(modules, x):
+    return outputs(modules, x, _mask())
+
+
+def test_shapes_rows_and_exact_zero_masks(modules, results):
+    mask = np.asarray(_mask())
+    for name, (batched, single, weights, masked, _) in results.items():
+        assert batched.shape == (3, N, W) and single.shape == (N, W), name
+        np.testing.assert_allclose(batched[-1], single, rtol=1e-5, atol=1e-5)
+        assert weights.shape == (3, H, N, N) and masked.shape == (3, H, N, N)
+        assert np.all(np.isfinite(weights)) and np.all(np.isfinite(batched))
+        masked = np.asarray(masked)
+        assert np.all(masked[..., ~mask] == 0.0), name  # exactly zero, not small
+        norm = modules[name].normalisation
+        if modules[name].causal:
+            assert np.all(np.triu(np.asarray(weights), k=1) == 0.0)
+        for w in (np.asarray(weights), masked):
+            if norm in ("l1", "softmax", "sparsemax"):
+                assert np.all(w >= 0.0), name
+                np.testing.assert_allclose(w.sum(-1), 1.0, atol=1e-5)
+            elif norm == "signed_l1":
+                np.testing.assert_allclose(np.abs(w).sum(-1), 1.0, atol=1e-5)
+                assert np.any(w < 0)
+            else:  # none: signed, unnormalised
+                assert np.any(w < 0) and not np.allclose(w.sum(-1), 1.0)
+    sparse = np.asarray(results["lowrank_sparsemax"][2])
+    assert np.mean(sparse == 0.0) > 0.1  # sparsemax gives exact zeros even without a mask
+
+
+def test_masked_keys_do_not_leak(modules, x, results):
+    """Changing a masked-out token changes no output that may not see it (the features of masked
+    scores are dropped from every sum, not just their weights)."""
+    mask = _mask()
+    changed_x = x.at[:, 1].add(3.0)  # token 1 is hidden from every query (its own row included)
+    changed = outputs(modules, changed_x, mask)
+    for name in modules:
+        before, after = np.asarray(results[name][4]), np.asarray(changed[name][4])
+        others = [i for i in range(N) if i != 1]
+        np.testing.assert_array_equal(after[:, others], before[:, others], err_msg=name)
+        if not modules[name].causal:  # (causal: row 1 sees only key 0, whose weight is 1 either way)
+            assert np.max(np.abs(after[:, 1] - before[:, 1])) > 1e-4  # its own output changes (query)
+
+
+def test_causal_hides_the_future(modules, x, results):
+    t = 3
+    changed = outputs(modules, x.at[:, t].add(2.0), _mask())["causal"][0]
+    base = results["causal"][0]
+    np.testing.assert_array_equal(np.asarray(changed[:, :t]), np.asarray(base[:, :t]))
+    assert float(jnp.max(jnp.abs(changed[:, t] - base[:, t]))) > 1e-5
+
+
+def test_gradient_matches_finite_differences(modules, x):
+    """Directional derivative of a loss through the sparsemax and L1 rows (and the masked path) against
+    a central difference, in one compiled value-and-gradient."""
+    chosen = {name: modules[name] for name in ("lowrank_sparsemax", "full_l1")}
+    params, static = eqx.partition(chosen, eqx.is_inexact_array)
+    target = jax.random.normal(jax.random.PRNGKey(3), x.shape)
+    mask = _mask()
+
+    @jax.jit
+    @jax.value_and_grad
+    def loss(p):
+        models = eqx.combine(p, static)
+        return sum(jnp.mean((m(x) - target) ** 2) + jnp.mean((m(x, mask=mask) - target) ** 2)
+                   for m in models.values())
+
+    _, grads = loss(params)
+    leaves = jax.tree_util.tree_leaves(grads)
+    assert all(bool(jnp.all(jnp.isfinite(g))) for g in leaves)
+    assert all(float(jnp.abs(grads[name].coef).max()) > 0 for name in chosen)  # the operators learn
+    raw = [jax.random.normal(k, g.shape) for k, g in zip(jax.random.split(jax.random.PRNGKey(4), len(leaves)), leaves)]
+    norm = np.sqrt(sum(float(jnp.sum(r * r)) for r in raw))
+    unit = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(params), [r / norm for r in raw])
+    eps = 1e-2
+    plus = jax.tree_util.tree_map(lambda p, u: p + eps * u, params, unit)
+    minus = jax.tree_util.tree_map(lambda p, u: p - eps * u, params, unit)
+    numeric = (float(loss(plus)[0]) - float(loss(minus)[0])) / (2 * eps)
+    analytic = sum(float(jnp.sum(g * u)) for g, u in zip(leaves, jax.tree_util.tree_leaves(unit)))
+    assert abs(numeric - analytic) < 2e-2 * abs(analytic) + 1e-5, (numeric, analytic)
+
+
+def test_init_keeps_branch_variances_bounded_over_8_blocks():
+    """8 pre-norm blocks with KArAt attention (width 64, 4 heads, 17 tokens): with
+    ``normalisation="none"`` the attention branch keeps unit variance (squared weights of a row sum
+    to ~1); the residual stream grows by about one unit per branch (linear, never geometric)."""
+    n, width = 17, 64
+    x = jax.random.normal(jax.random.PRNGKey(5), (4, n, width))
+    blocks = [kan.nn.TransformerBlock(width, 4, key=k, attention="karat",
+                                      attention_options=dict(seq_len=n, normalisation="none"))
+              for k in jax.random.split(jax.random.PRNGKey(6), 8)]
+    step = eqx.filter_jit(lambda b, x: b.branches(x))  # one compilation: the blocks share a structure
+    stream, attn = [float(jnp.var(x))], []
+    for block in blocks:
+        a, _, x = step(block, x)
+        attn.append(float(jnp.var(a)))
+        stream.append(float(jnp.var(x)))
+    attn, stream = np.array(attn), np.array(stream)
+    print("attention branch variance:", np.round(attn, 2).tolist(), "stream:", np.round(stream, 2).tolist())
+    assert np.all((attn > 0.5) & (attn < 2.0)), attn
+    increments = np.diff(stream)
+    assert np.all(increments > 1.0) and np.all(increments < 3.5), increments
+    assert stream[-1] / stream[0] < 2.0 * 8 + 1  # at most ~2 per block
+
+
+def test_parameters_and_flops_match_the_pytree_and_xla(modules, x):
+    for name, m in modules.items():
+        assert m.closed_form_parameters() == kan.count_parameters(m) == m.num_parameters(), name
+        assert kan.count_flops(m) == m.flops()
+    for name in ("full_l1", "lowrank_sparsemax", "none_bspline"):
+        m = modules[name]
+        ratio = kan.xla_flops(m, x, optimized=False).flops / m.flops()
+        assert 0.8 < ratio < 1.25, (name, ratio)  # tolerance: elementwise and trig ops counted differently
+
+
+def test_kan_view_matches_the_operator_and_plots(modules, x):
+    from matplotlib.figure import Figure
+
+    m = modules["lowrank_sparsemax"]  # the low-rank form folds exactly into an N x N edge sum
+    view = m.as_kan(1)
+
+    @eqx.filter_jit
+    def rows_and_both(m, view, x):
+        scores = m.attention_scores(x)[:, 1].reshape(-1, N)  # head 1's score rows, (3 N, N)
+        return scores, view(scores), m.operator(m.attention_scores(x))[:, 1].reshape(-1, N)
+
+    rows, from_view, from_module = rows_and_both(m, view, x)
+    np.testing.assert_allclose(from_view, from_module, rtol=1e-4, atol=1e-5)
+    assert isinstance(kan.plot_edge(view, 0, 2, 3, rows), Figure)
+    assert isinstance(m.as_kan_layer(0), kan.KANLayer) and m.as_kan_layer(0).in_features == N
+
+
+def test_save_load_in_a_fresh_process(modules, x, tmp_path):
+    vit = kan.nn.VisionTransformer(key=jax.random.PRNGKey(7), image_size=4, patch_size=2, channels=1,
+                                   num_classes=3, width=W, depth=1, num_heads=H, ffn_options=dict(hidden=8),
+                                   attention="karat", attention_options=dict(seq_len=5, rank=2))
+    vit = eqx.tree_at(lambda v: v.head.weight, vit, jax.random.normal(jax.random.PRNGKey(8), (3, W)))
+    images = jax.random.normal(jax.random.PRNGKey(9), (2, 4, 4, 1))
+    np.save(tmp_path / "x.npy", np.asarray(x))
+    np.save(tmp_path / "images.npy", np.asarray(images))
+    names = ("lowrank_sparsemax", "shared_softmax_rbf")
+    models = {name: modules[name] for name in names} | {"vit": vit}
+    for name, m in models.items():
+        kan.save(tmp_path / f"{name}.eqx", m)
+    run = eqx.filter_jit(lambda ms, x, im: {n: (m(im) if n == "vit" else m(x)) for n, m in ms.items()})
+    for name, y in run(models, x, images).items():
+        np.save(tmp_path / f"{name}.npy", np.asarray(y))
+    script = textwrap.dedent(f"""
+        import pathlib, equinox as eqx, numpy as np, kan
+        d = pathlib.Path({str(tmp_path)!r})
+        x, images = np.load(d / "x.npy"), np.load(d / "images.npy")
+        models = {{n: kan.load(d / f"{{n}}.eqx") for n in {list(models)!r}}}
+        assert all(type(models[n]).__name__ == "KolmogorovArnoldAttention" for n in {list(names)!r})
+        run = eqx.filter_jit(lambda ms, x, im: {{n: (m(im) if n == "vit" else m(x)) for n, m in ms.items()}})
+        for n, y in run(models, x, images).items():
+            np.testing.assert_allclose(np.asarray(y), np.load(d / f"{{n}}.npy"), rtol=1e-6, atol=1e-6)
+        print("ok")
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-2000:]
+
+
+def test_clear_errors(modules, x):
+    key = jax.random.PRNGKey(0)
+    with pytest.raises(ValueError, match="seq_len=6.*length 5"):
+        modules["full_l1"](x[:, :5])
+    with pytest.raises(ValueError, match="seq_len"):
+        kan.nn.KolmogorovArnoldAttention(W, H, key=key)
+    with pytest.raises(ValueError, match="unknown basis 'wavelet'"):
+        kan.nn.KolmogorovArnoldAttention(W, H, key=key, seq_len=N, basis="wavelet")
+    with pytest.raises(ValueError, match="unknown normalisation 'entmax'"):
+        kan.nn.KolmogorovArnoldAttention(W, H, key=key, seq_len=N, normalisation="entmax")
+    with pytest.raises(ValueError, match="rank"):
+        kan.nn.KolmogorovArnoldAttention(W, H, key=key, seq_len=N, rank=0)
+    with pytest.raises(ValueError, match="must divide width"):
+        kan.nn.KolmogorovArnoldAttention(10, 3, key=key, seq_len=N)
+    with pytest.raises(ValueError, match="head 5 out of range"):
+        modules["full_l1"].as_kan(5)
+    with pytest.raises(ValueError, match="unknown attention kind"):
+        kan.nn.make_attention("linear", W, H, key=key)
+    block = kan.nn.TransformerBlock(W, H, key=key, attention="karat", attention_options=dict(seq_len=N))
+    assert isinstance(block.attn, kan.nn.KolmogorovArnoldAttention)
