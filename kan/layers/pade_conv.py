@@ -15,7 +15,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from bases import count_parameters
 
-from .pade import check_config, combine_flops, input_powers, pade_combine, power_flops, power_stds
+from .pade import check_config, combine_flops, init_numerator, input_powers, pade_combine, power_flops
 
 Padding = Union[str, int, Sequence[int], Sequence[Sequence[int]]]
 
@@ -70,7 +70,7 @@ class PadeConv2d(eqx.Module):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Union[int, Sequence[int]] = 3,
                  numerator_degree: int = 3, denominator_degree: int = 2, *, key: PRNGKeyArray,
                  stride: Union[int, Sequence[int]] = 1, padding: Padding = 0, form: str = "plain",
-                 denominator: str = "B", higher_share: float = 0.1, init_scale: float = 1.0):
+                 denominator: str = "B", higher_share: float = 0.003, init_scale: float = 1.0):
         k, l = check_config("PadeConv2d", numerator_degree, denominator_degree, form, denominator, higher_share)
         if int(in_channels) < 1 or int(out_channels) < 1:
             raise ValueError(f"PadeConv2d: channels must be >= 1, got {in_channels}, {out_channels}")
@@ -80,9 +80,9 @@ class PadeConv2d(eqx.Module):
         self.padding = _padding(padding)
         self.form, self.denominator_form = form, denominator
         kh, kw = self.kernel_size
-        stds = init_scale * power_stds(k, kh * kw * self.in_channels, form, higher_share)
-        noise = jax.random.normal(key, (kh, kw, k, self.in_channels, self.out_channels))
-        self.numerator = noise * jnp.asarray(stds, jnp.float32)[None, None, :, None, None]
+        w = init_numerator(key, self.out_channels, kh * kw * self.in_channels, k, form, higher_share,
+                           init_scale)  # (out, K, kh kw in), fan-in ordered as the kernel's (kh, kw, in)
+        self.numerator = w.reshape(self.out_channels, k, kh, kw, self.in_channels).transpose(2, 3, 1, 4, 0)
         self.bias = jnp.zeros((self.out_channels,))
         self.denominator = jnp.zeros((kh, kw, l, self.in_channels, self.out_channels))
 
@@ -102,6 +102,7 @@ class PadeConv2d(eqx.Module):
         return jax.lax.conv_general_dilated(p, w, self.stride, self.padding,
                                             dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
+    @eqx.filter_jit
     def __call__(self, x: Float[Array, "... H W cin"], *, key: Optional[PRNGKeyArray] = None
                  ) -> Float[Array, "... Ho Wo cout"]:
         """``(..., H, W, in) -> (..., H', W', out)``; ``key`` is unused."""

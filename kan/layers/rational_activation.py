@@ -131,6 +131,7 @@ class RationalMLP(eqx.Module):
         """The activation after hidden Linear ``layer`` (the same object for every layer when shared)."""
         return self.activations[0 if self.sharing == "shared" else layer]
 
+    @eqx.filter_jit
     def __call__(self, x: Float[Array, "... in"], *, key: Optional[PRNGKeyArray] = None) -> Float[Array, "... out"]:
         """``key`` is unused."""
         del key
