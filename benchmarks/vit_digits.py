@@ -1,13 +1,16 @@
-"""ViT vs KAT on scikit-learn's bundled digits (8x8 grey images, 10 classes, no download).
+"""ViT vs KAT vs KArAt on scikit-learn's bundled digits (8x8 grey images, 10 classes, no download).
 
     python -m benchmarks.vit_digits [--seeds 3] [--epochs 40] [--out benchmarks/results/vit_digits]
     python -m benchmarks.vit_digits --quick        # smoke run: 1 seed, 2 epochs
     python -m benchmarks.vit_digits --coordinator host0:12355 --num-processes 2 --process-id 0   # host 0 of 2
 
-Both models are the same transformer (2x2 patches -> 16 tokens + class token, same depth, width and
-heads) and differ only in the feed-forward: ``"mlp"`` (ViT, GELU) or ``"grkan"`` (KAT: rational ->
-Linear -> rational -> Linear, 8 groups). The ViT's hidden size is chosen so that its parameter count
-matches KAT's (within 5%; the rationals add 160 coefficients per block). Protocol: a fixed 70/15/15
+All models are the same transformer (2x2 patches -> 16 tokens + class token, same depth, width and
+heads) and differ in the feed-forward: ``"mlp"`` (ViT, GELU) or ``"grkan"`` (KAT: rational ->
+Linear -> rational -> Linear, 8 groups), or in the attention: KArAt (Maity et al. 2025) is the ViT with
+Fourier-KArAt attention (``--karat-grid`` G = 3, low rank ``--karat-rank`` r = 4, one operator per head,
+``--karat-norm`` rows, see :mod:`kan.nn.karat`) in place of softmax. The ViT's and KArAt's hidden sizes
+are chosen so that their parameter counts match KAT's (within 5%; the rationals add 160 coefficients per
+block, KArAt's operators ``h (N r 2G + N r)`` per block, paid for with a smaller MLP). Protocol: a fixed 70/15/15
 train/validation/test split; AdamW with warm-up + cosine; accuracy on validation and test after every
 epoch; the reported test accuracy is at the epoch with the best *validation* accuracy (never chosen on
 test); mean +- std over seeds. Writes ``curves.csv``, ``summary.csv``, ``summary.md`` and
@@ -47,23 +50,33 @@ def load_digits_split(seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]
     return {name: ((x[idx] - mean) / std, y[idx]) for name, idx in parts.items()}
 
 
-def build(ffn: str, hidden: int, args: argparse.Namespace, key: jax.Array) -> kan.nn.VisionTransformer:
-    """The digits transformer with feed-forward ``ffn`` of ``hidden`` units."""
+def build(ffn: str, hidden: int, args: argparse.Namespace, key: jax.Array,
+          attention: str = "softmax") -> kan.nn.VisionTransformer:
+    """The digits transformer with feed-forward ``ffn`` of ``hidden`` units and ``attention``
+    (``"softmax"`` or ``"karat"``: Fourier-KArAt over the 17 tokens)."""
+    options = None
+    if attention == "karat":
+        options = dict(seq_len=(8 // 2) ** 2 + 1, basis="fourier", grid_size=args.karat_grid,
+                       rank=args.karat_rank or None, normalisation=args.karat_norm)
     return kan.nn.VisionTransformer(key=key, image_size=8, patch_size=2, channels=1, num_classes=10,
                                     width=args.width, depth=args.depth, num_heads=args.heads, ffn=ffn,
-                                    ffn_options=dict(hidden=hidden))
+                                    ffn_options=dict(hidden=hidden), attention=attention,
+                                    attention_options=options)
 
 
-def matched_hidden(args: argparse.Namespace) -> tuple[int, int, int]:
-    """``(kat hidden, vit hidden, ...)``: the ViT hidden size whose parameter count is closest to KAT's."""
+def matched_hidden(args: argparse.Namespace, attention: str = "softmax") -> tuple[int, int, int]:
+    """``(kat hidden, hidden, kat params)``: the MLP hidden size of the ViT with ``attention`` whose
+    parameter count is closest to KAT's."""
     kat_hidden = args.mlp_ratio * args.width
     kat = build("grkan", kat_hidden, args, jax.random.PRNGKey(0)).num_parameters()
-    vit0 = build("mlp", kat_hidden, args, jax.random.PRNGKey(0)).num_parameters()
+    vit0 = build("mlp", kat_hidden, args, jax.random.PRNGKey(0), attention).num_parameters()
     per_unit = args.depth * (2 * args.width + 1)  # one hidden unit: a row of fc1, its bias, a column of fc2
     vit_hidden = kat_hidden + int(round((kat - vit0) / per_unit))
-    vit = build("mlp", vit_hidden, args, jax.random.PRNGKey(0)).num_parameters()
+    if vit_hidden < 1:
+        raise RuntimeError(f"no MLP hidden size matches KAT's {kat} parameters with {attention} attention")
+    vit = build("mlp", vit_hidden, args, jax.random.PRNGKey(0), attention).num_parameters()
     if abs(vit - kat) > 0.05 * kat:
-        raise RuntimeError(f"parameter counts differ by more than 5%: KAT {kat}, ViT {vit}")
+        raise RuntimeError(f"parameter counts differ by more than 5%: KAT {kat}, ViT ({attention}) {vit}")
     return kat_hidden, vit_hidden, kat
 
 
@@ -74,9 +87,10 @@ def _accuracy_and_loss(model, x, y):
     return jnp.mean(jnp.argmax(logits, -1) == y), loss
 
 
-def run_one(name: str, ffn: str, hidden: int, seed: int, data: dict, args: argparse.Namespace) -> dict:
+def run_one(name: str, ffn: str, hidden: int, seed: int, data: dict, args: argparse.Namespace,
+            attention: str = "softmax") -> dict:
     """Train one model; per-epoch curves and the validation-selected result."""
-    model = build(ffn, hidden, args, jax.random.PRNGKey(seed))
+    model = build(ffn, hidden, args, jax.random.PRNGKey(seed), attention)
     batches = kt.ArrayBatches(data["train"], args.batch, seed=seed)
     steps = args.epochs * batches.batches_per_epoch
     opt = kt.make_optimizer(args.lr, total_steps=steps, warmup_steps=batches.batches_per_epoch,
@@ -114,9 +128,10 @@ def write_outputs(runs: list[dict], out: Path, args: argparse.Namespace, seconds
                             f"{e['val_loss']:.5f}", f"{e['val_acc']:.4f}", f"{e['test_acc']:.4f}"])
     keys = ["model", "seed", "params", "hidden", "best_epoch", "val_acc", "test_acc", "final_test_acc", "samples_per_s"]
     write_summary_csv(out / "summary.csv", runs, keys)
-    lines = [f"ViT vs KAT on sklearn digits (8x8, 2x2 patches): width {args.width}, depth {args.depth}, "
+    lines = [f"ViT vs KAT vs KArAt on sklearn digits (8x8, 2x2 patches): width {args.width}, depth {args.depth}, "
              f"heads {args.heads}, {args.epochs} epochs, batch {args.batch}, lr {args.lr}, {len(args.seed_list)} "
-             f"seed(s), {seconds:.0f} s in total. Test accuracy at the best-validation epoch.", "",
+             f"seed(s), {seconds:.0f} s in total. Test accuracy at the best-validation epoch. KArAt: Fourier "
+             f"G={args.karat_grid}, rank {args.karat_rank or 'full'}, {args.karat_norm} rows.", "",
              "| model | params | hidden | val acc | test acc | best epoch | samples/s |", "|---|---|---|---|---|---|---|"]
     for name in dict.fromkeys(r["model"] for r in runs):
         rs = [r for r in runs if r["model"] == name]
@@ -163,6 +178,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--depth", type=int, default=3)
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--mlp-ratio", type=int, default=4)
+    parser.add_argument("--karat-grid", type=int, default=3, help="Fourier-KArAt grid size G")
+    parser.add_argument("--karat-rank", type=int, default=4, help="KArAt low rank r (0: full operator)")
+    parser.add_argument("--karat-norm", default="l1", choices=kan.nn.ROW_NORMALISATIONS,
+                        help="KArAt row normalisation")
+    parser.add_argument("--models", default="kat,vit,karat", help="comma-separated subset of kat,vit,karat")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/vit_digits"))
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 seed, 2 epochs, depth 1")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -179,10 +199,19 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     data = load_digits_split()
     kat_hidden, vit_hidden, _ = matched_hidden(args)
+    _, karat_hidden, _ = matched_hidden(args, "karat")
+    contenders = {"kat": ("KAT (GR-KAN)", "grkan", kat_hidden, "softmax"),
+                  "vit": ("ViT (MLP)", "mlp", vit_hidden, "softmax"),
+                  "karat": ("KArAt (Fourier, MLP)", "mlp", karat_hidden, "karat")}
+    chosen = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = [m for m in chosen if m not in contenders]
+    if unknown or not chosen:
+        raise SystemExit(f"--models: unknown {unknown}; choose from {', '.join(contenders)}")
     runs = []
     for seed in args.seed_list:  # interleave the contenders seed by seed
-        runs.append(run_one("KAT (GR-KAN)", "grkan", kat_hidden, seed, data, args))
-        runs.append(run_one("ViT (MLP)", "mlp", vit_hidden, seed, data, args))
+        for m in chosen:
+            name, ffn, hidden, attention = contenders[m]
+            runs.append(run_one(name, ffn, hidden, seed, data, args, attention))
     if jax.process_index() == 0:
         print(write_outputs(runs, args.out, args, time.perf_counter() - start))
         print(f"wrote {args.out}/curves.csv, summary.csv, summary.md, curves.png "
