@@ -19,13 +19,17 @@ import kan
 KEY = jax.random.PRNGKey(0)
 
 
+def _normal(seed, shape):
+    """N(0, 1) float32 data drawn on the host (no XLA program to compile per shape)."""
+    return jnp.asarray(np.random.default_rng(seed).normal(size=shape), jnp.float32)
+
+
 def _perturbed(model, scale=0.3, seed=1):
     """The model with every float leaf moved by N(0, scale^2) noise (non-trivial denominators)."""
-    leaves, treedef = jax.tree_util.tree_flatten(model)
-    keys = jax.random.split(jax.random.PRNGKey(seed), len(leaves))
-    moved = [leaf + scale * jax.random.normal(k, leaf.shape) if hasattr(leaf, "dtype") else leaf
-             for leaf, k in zip(leaves, keys)]
-    return jax.tree_util.tree_unflatten(treedef, moved)
+    rng = np.random.default_rng(seed)
+    return jax.tree_util.tree_map(
+        lambda leaf: leaf + jnp.asarray(scale * rng.normal(size=leaf.shape), leaf.dtype)
+        if eqx.is_inexact_array(leaf) else leaf, model)
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +58,7 @@ def _direct(layer, x):
 
 
 def test_dense_formula_shapes_and_gradient(dense):
-    x = jax.random.normal(jax.random.PRNGKey(2), (2, 5, 3))
+    x = _normal(2, (2, 5, 3))
     for (form, den), layer in dense.items():
         y = layer(x)
         assert y.shape == (2, 5, 4) and y.dtype == jnp.float32
@@ -67,7 +71,7 @@ def test_dense_formula_shapes_and_gradient(dense):
 
 def test_conv_shapes_stride_padding_and_formula():
     conv = _perturbed(kan.PadeConv2d(2, 3, 3, 2, 2, key=KEY, stride=2, padding=1, form="smooth"))
-    x = jax.random.normal(jax.random.PRNGKey(3), (2, 1, 7, 6, 2))
+    x = _normal(3, (2, 1, 7, 6, 2))
     y = conv(x)
     assert y.shape == (2, 1, 4, 3, 3) == x.shape[:2] + conv.output_size(7, 6) + (3,)
     assert conv(x[0, 0]).shape == (4, 3, 3)
@@ -95,7 +99,7 @@ def test_no_nan_or_inf_at_the_denominators_worst_case(dense):
 
 
 def test_init_variance_of_an_8_deep_stack():
-    x = jax.random.normal(jax.random.PRNGKey(4), (2048, 32))
+    x = _normal(4, (2048, 32))
     for form in ("plain", "smooth"):
         keys = jax.random.split(jax.random.PRNGKey(5), 8)
         stack = kan.PadeStack([kan.PadeLayer(32, 32, 3, 2, key=k, form=form) for k in keys])
@@ -104,7 +108,7 @@ def test_init_variance_of_an_8_deep_stack():
 
 
 def test_counts_against_the_pytree_and_xla(dense):
-    x = jax.random.normal(jax.random.PRNGKey(6), (64, 3))
+    x = _normal(6, (64, 3))
     for layer in dense.values():
         assert kan.count_parameters(layer) == layer.num_parameters() == 4 * 3 * 5 + 4
         cost = kan.xla_flops(layer, x, optimized=False)
@@ -113,7 +117,7 @@ def test_counts_against_the_pytree_and_xla(dense):
     assert kan.count_flops(stack) == sum(layer.flops() for layer in stack.layers)
     conv = kan.PadeConv2d(2, 3, 3, 2, 2, key=KEY, padding=0, stride=2)
     assert kan.count_parameters(conv) == 3 * 3 * 2 * 3 * 4 + 3
-    img = jax.random.normal(jax.random.PRNGKey(7), (4, 9, 8, 2))
+    img = _normal(7, (4, 9, 8, 2))
     cost = kan.xla_flops(conv, img, optimized=False)
     assert abs(cost.flops - conv.flops(9, 8)) <= 0.02 * conv.flops(9, 8)  # exact without padding
     padded = kan.PadeConv2d(2, 3, 3, 2, 2, key=KEY, padding="SAME")
@@ -126,7 +130,7 @@ def test_plot_edge_draws_a_neuron_slice(dense):
     from matplotlib.figure import Figure
 
     layer = dense["plain", "B"]
-    x = jax.random.normal(jax.random.PRNGKey(8), (16, 3))
+    x = _normal(8, (16, 3))
     phi = layer.edge_functions(x)
     assert phi.shape == (16, 4, 3)
     point = jnp.zeros((16, 3)).at[:, 1].set(x[:, 1])
@@ -170,7 +174,7 @@ def test_checkpoints_load_in_a_fresh_process(tmp_path, dense):
         "rational_shared": _perturbed(kan.RationalMLP([3, 4, 4, 2], key=KEY, sharing="shared"), 0.05),
         "rational_per_layer": _perturbed(kan.RationalMLP([3, 4, 4, 2], key=KEY, sharing="per_layer"), 0.05),
     }
-    x = jax.random.normal(jax.random.PRNGKey(9), (2, 5, 5, 3))
+    x = _normal(9, (2, 5, 5, 3))
     for name, model in models.items():
         inputs = x[..., :2] if name == "conv" else x
         np.save(tmp_path / f"{name}.x.npy", np.asarray(inputs))
