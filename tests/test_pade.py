@@ -12,7 +12,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.test_util import check_grads
 
 import kan
 
@@ -65,8 +64,20 @@ def test_dense_formula_shapes_and_gradient(dense):
         np.testing.assert_allclose(np.asarray(y), _direct(layer, x), rtol=2e-4, atol=2e-5, err_msg=form + den)
     low = _perturbed(kan.PadeLayer(3, 4, 1, 1, key=KEY, form="smooth"))  # P_0 = a_0, Q_0 = 1
     np.testing.assert_allclose(np.asarray(low(x)), _direct(low, x), rtol=2e-4, atol=2e-5)
-    check_grads(lambda m, v: m(v), (dense["smooth", "B"], x[0, :2]), order=1, modes=("rev",), atol=2e-2,
-                rtol=2e-2, eps=1e-3)
+    # gradient check: <grad, v> against a central difference along a random direction v (one program)
+    layer, v = dense["smooth", "B"], _perturbed(dense["smooth", "B"], 0.1, seed=7)
+    v = jax.tree_util.tree_map(lambda a, b: b - a, layer, v)
+    loss = lambda m: jnp.sum(jnp.sin(m(x)))
+    move = lambda t: jax.tree_util.tree_map(lambda p, d: p + t * d, layer, v)
+
+    @jax.jit
+    def both(eps):
+        grad = jax.grad(loss)(layer)
+        analytic = sum(jnp.vdot(g, d) for g, d in zip(jax.tree_util.tree_leaves(grad), jax.tree_util.tree_leaves(v)))
+        return analytic, (loss(move(eps)) - loss(move(-eps))) / (2 * eps)
+
+    analytic, numeric = both(1e-2)
+    assert abs(float(analytic) - float(numeric)) <= 2e-2 * abs(float(analytic)) + 1e-3, (analytic, numeric)
 
 
 def test_conv_shapes_stride_padding_and_formula():
@@ -92,8 +103,7 @@ def test_no_nan_or_inf_at_the_denominators_worst_case(dense):
     for form in ("plain", "smooth"):
         layer = eqx.tree_at(lambda m: m.denominator, dense[form, "A" if form == "smooth" else "B"], den)
         x = jnp.array([[1.0, 0, 0], [0, 0, 0], [1e30, -1e30, 1], [jnp.inf, -jnp.inf, 0], [-2.0, 3.0, 1e4]])
-        y = layer(x)
-        g = jax.grad(lambda m, v: jnp.sum(m(v)))(layer, x)
+        y, g = jax.jit(lambda m: (m(x), jax.grad(lambda n: jnp.sum(n(x)))(m)))(layer)
         assert bool(jnp.all(jnp.isfinite(y))), form
         assert all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree_util.tree_leaves(g)), form
 
