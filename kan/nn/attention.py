@@ -114,7 +114,9 @@ def make_attention(kind: "str | eqx.Module", width: int, num_heads: int, *, key:
                    causal: bool = False, **options: Any) -> eqx.Module:
     """An attention module ``(..., seq, width) -> (..., seq, width)`` of ``kind``: ``"softmax"``
     (:class:`MultiHeadAttention`), ``"karat"`` (Kolmogorov-Arnold attention, :mod:`kan.nn.karat`), or
-    ``kind`` itself if it is already a module. ``options`` go to the module's constructor."""
+    ``kind`` itself if it is already a module. ``options`` go to the module's constructor; ``"karat"``
+    needs ``seq_len`` among them (its learnable operator maps rows of that many scores), e.g.
+    ``attention_options=dict(seq_len=17, rank=4)``."""
     if isinstance(kind, eqx.Module):
         if options:
             raise ValueError("make_attention: attention_options apply to a kind name, not to a given module")
