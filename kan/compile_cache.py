@@ -54,3 +54,9 @@ def enable_compile_cache(path: "str | os.PathLike | None" = None) -> Optional[Pa
 def enabled_dir() -> Optional[Path]:
     """The folder :func:`enable_compile_cache` turned on in this process, or ``None``."""
     return _enabled
+
+
+def cache_is_warm() -> bool:
+    """Whether the enabled persistent cache folder already holds compiled programs."""
+    folder = enabled_dir()
+    return folder is not None and folder.is_dir() and any(folder.iterdir())

@@ -131,6 +131,37 @@ def test_structure_route_recovers_a_law_no_sum_of_features_writes():
     assert "surrogate" in result.stages and result.best.network is not None
 
 
+def test_portfolio_snaps_a_generic_kan_where_no_other_route_applies(tmp_path):
+    """cos(a + b^2): not separable, no two-variable combination, not a sparse sum of library features;
+    the [d, 1, 1] KAN of the portfolio holds it, and its snapped network is drawn."""
+    from symbolic.discovery.budget import Budget
+    from symbolic.discovery.portfolio import SHAPES, PortfolioNetwork, portfolio_candidates
+    from symbolic.discovery.regression import snap_candidate
+    from symbolic.discovery.report import plot_result
+
+    x, y = _data(lambda a, b: np.cos(a + b**2), [(-1, 1), (-1, 1)], n=500)
+    a, b = sp.symbols("a b", real=True)
+    train, val = (x[:300], y[:300]), (x[300:], y[300:])
+    found = portfolio_candidates(train, val, (a, b), Budget(120.0), shapes=SHAPES[:1])
+    assert len(found) == 1 and found[0].val_rmse < 1e-6, [(c.expr, c.val_rmse) for c in found]
+    snapped = snap_candidate(found[0], train, val, Budget(30.0), seconds=10.0)
+    assert sp.simplify(snapped.expr - sp.cos(a + b**2)) == 0, snapped.expr
+    network = found[0].network
+    assert isinstance(network, PortfolioNetwork)
+    assert all(bool(np.all(np.asarray(l.symbolic.active)[np.asarray(l.edge_mask) > 0] > 0)) for l in network.net.layers)
+
+    class Result:  # the parts of a DiscoveryResult the picture reads
+        best, front, variables, threshold = snapped, [snapped], (a, b), 1e-6
+        expr = snapped.expr
+
+        def predict(self, z):
+            return snapped.evaluate(z)
+
+    snapped.network = network
+    written = plot_result(Result(), x, y, tmp_path / "f.png")
+    assert written[1].endswith("f_network.png") and (tmp_path / "f_network.png").stat().st_size > 5_000
+
+
 def test_read_csv_names_each_problem(tmp_path):
     good = tmp_path / "d.csv"
     good.write_text("a,b,y\n1,2,3\n2,3,5\n")

@@ -13,6 +13,7 @@ from ..library import as_library
 from .budget import Budget
 from .data import check_xy, make_variables, split_rows
 from .engine import Settings, solve
+from .portfolio import portfolio_candidates
 from .pareto import Candidate, choose, error_threshold, pareto_front, rmse
 from .regression import snap_candidate
 
@@ -91,7 +92,11 @@ def discover(
        (irrelevant variables, dependence through ``x_i +-*/ x_j``, additive or multiplicative
        separability), and the smaller problems are solved recursively; each combined formula is
        refitted and scored on the real data.
-    3. the front's constants are refitted (Levenberg-Marquardt) and snapped to nice values where the
+    3. where still nothing fits: a portfolio of small generic KANs (``[d, 1, 1]``, the same with a
+       multiplication node, ``[d, 2, 1]``), all random starts of a shape trained as one vmapped batch,
+       pruned by masks, snapped edge by edge (:mod:`symbolic.discovery.portfolio`); each shape compiles
+       once (the persistent cache keeps it) and starts only if the time left exceeds a guess of its cost.
+    4. the front's constants are refitted (Levenberg-Marquardt) and snapped to nice values where the
        validation error allows (``symbolic.snap_constants``), under a per-formula time limit.
 
     library: names of ``symbolic.BUILTIN_NAMES`` allowed in the formula (default: all).
@@ -123,8 +128,13 @@ def _discover_one(x: np.ndarray, y: np.ndarray, symbols, budget: Budget, setting
     tr, va, te = split_rows(x.shape[0], seed)
     train, val, test = (x[tr], y[tr]), (x[va], y[va]), (x[te], y[te])
     search_train = (train[0][:_SEARCH_ROWS], train[1][:_SEARCH_ROWS])
-    cands = solve(search_train, val, symbols, budget.part(_SEARCH_SHARE), settings)
+    search = budget.part(_SEARCH_SHARE)
+    cands = solve(search_train, val, symbols, search, settings)
     scale = float(np.std(val[1])) + 1e-30
+    limit = settings.exact * scale if settings.noise is None else max(settings.exact * scale, 1.1 * settings.noise)
+    if not any(c.val_rmse <= limit for c in cands):
+        with budget.stage("portfolio"):
+            cands += portfolio_candidates(search_train, val, symbols, search, seed=seed, good_enough=limit)
     with budget.stage("snapping"):
         cands = _snap_front(cands, train, val, budget, scale, tolerance, settings.noise)
     front = pareto_front(cands)

@@ -32,11 +32,9 @@ def surrogate_seconds() -> float:
     the persistent compilation cache already holds programs."""
     if _FIT_SECONDS:
         return 1.5 * _FIT_SECONDS[-1]
-    from kan.compile_cache import enabled_dir
+    from kan.compile_cache import cache_is_warm
 
-    folder = enabled_dir()
-    warm = folder is not None and folder.is_dir() and any(folder.iterdir())
-    return 8.0 if warm else 25.0
+    return 8.0 if cache_is_warm() else 25.0
 
 
 @dataclasses.dataclass

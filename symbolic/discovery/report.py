@@ -10,14 +10,15 @@ import numpy as np
 import sympy as sp
 
 from .api import DiscoveryResult
+from .portfolio import PortfolioNetwork
 
 
 def plot_result(result: DiscoveryResult, x: np.ndarray, y: np.ndarray, path: "str | os.PathLike",
                 target: str = "y", dpi: int = 110) -> list[str]:
     """Write ``path`` (PNG): the chosen formula against the data (``x (n, d)``, ``y (n,)``) and the
     front (complexity vs validation RMSE, chosen formula marked). If the formula came through a
-    network (a surrogate KAN of the structure route), ``<path stem>_network.png`` shows it too
-    (``kan.plot``). Returns the paths written."""
+    network, ``<path stem>_network.png`` shows it too (``kan.plot``): the portfolio's snapped KAN (edges
+    labelled with their functions) or the surrogate KAN of the structure route. Returns the paths written."""
     from matplotlib.figure import Figure
 
     pred = result.predict(x)
@@ -42,16 +43,20 @@ def plot_result(result: DiscoveryResult, x: np.ndarray, y: np.ndarray, path: "st
     fig.tight_layout()
     fig.savefig(path, dpi=dpi)
     written = [str(path)]
-    if result.best.network is not None:
+    network = result.best.network
+    if network is not None:
         import kan
 
-        surrogate = result.best.network
-        net = surrogate.net
-        width = net.widths[0]
-        names = [str(v) for v in result.variables] + ["(pad)"] * (width - len(result.variables))
-        z = (surrogate.pad(np.asarray(x, np.float64)) - surrogate.x_mean) / surrogate.x_std
         stem, _ = os.path.splitext(str(path))
-        kan.plot(net, z.astype(np.float32), f"{stem}_network.png", in_vars=names, out_vars=[target],
-                 title="surrogate KAN (standardised inputs)")
+        names = [str(v) for v in result.variables]
+        if isinstance(network, PortfolioNetwork):  # the snapped KAN the formula was read from
+            z, title = network.inputs(x), f"snapped KAN {network.shape} (inputs mapped to [-1, 1])"
+        else:  # the surrogate whose structure tests proposed the formula
+            width = network.net.widths[0]
+            names += ["(pad)"] * (width - len(names))
+            z = (network.pad(np.asarray(x, np.float64)) - network.x_mean) / network.x_std
+            title = "surrogate KAN (standardised inputs)"
+        kan.plot(network.net, z.astype(np.float32), f"{stem}_network.png", in_vars=names, out_vars=[target],
+                 title=title)
         written.append(f"{stem}_network.png")
     return written
