@@ -161,6 +161,7 @@ class ConvKAN2d(eqx.Module):
         pads = resolve_pads(self.padding, size, self.kernel_size, self.stride, self.dilation)
         return output_size(size, self.kernel_size, self.stride, self.dilation, pads, type(self).__name__)
 
+    @eqx.filter_jit
     def patches(self, x: Float[Array, "... H W C_in"]) -> Float[Array, "... Ho Wo P"]:
         """The receptive fields ``(..., H', W', C_in*kh*kw)`` the inner layer sees (module docstring order)."""
         who = type(self).__name__
@@ -176,6 +177,7 @@ class ConvKAN2d(eqx.Module):
         output_size(x.shape[-3:-1], self.kernel_size, self.stride, self.dilation, pads, who)  # clear error first
         return extract_patches(x, self.kernel_size, self.stride, self.dilation, pads)
 
+    @eqx.filter_jit
     def __call__(self, x: Float[Array, "... H W C_in"], *,
                  key: Optional[PRNGKeyArray] = None) -> Float[Array, "... Ho Wo C_out"]:
         """``(..., H, W, C_in) -> (..., H', W', C_out)``; ``key`` is unused."""
@@ -195,7 +197,8 @@ class ConvKAN2d(eqx.Module):
         if not isinstance(self.layer, KANLayer):
             raise TypeError(f"{type(self).__name__}.as_kan: needs a KANLayer inner layer, got "
                             f"{type(self.layer).__name__} (use edge_functions on patches instead)")
-        skeleton = KAN([1, 1], key=jax.random.PRNGKey(0), grid_size=1, order=1)
+        # A skeleton of the inner layer's shape (its init programs are those the layer compiled already).
+        skeleton = KAN([self.patch_features, self.out_channels], key=jax.random.PRNGKey(0))
         return eqx.tree_at(lambda m: m.layers, skeleton, (self.layer,))
 
     def with_layer(self, layer: Any) -> "ConvKAN2d":

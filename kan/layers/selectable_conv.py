@@ -90,6 +90,7 @@ class SelectableConvKAN2d(eqx.Module):
         """``(H', W')`` for an image of ``image_size = (H, W)``."""
         return self.conv.output_size(image_size)
 
+    @eqx.filter_jit
     def __call__(self, x: Float[Array, "... H W C_in"], *,
                  key: Optional[PRNGKeyArray] = None) -> Float[Array, "... Ho Wo C_out"]:
         """``(..., H, W, C_in) -> (..., H', W', C_out)``; ``key`` is unused."""
