@@ -69,7 +69,8 @@ def test_topk_gates_have_k_nonzero_weights_summing_to_one(moe, soft, x):
     g = np.asarray(gates).reshape(-1, len(KINDS))
     top = np.argsort(-p, axis=-1)[:, :2]
     expect = np.zeros_like(p)
-    np.put_along_axis(expect, top, np.take_along_axis(p, top, -1) / np.take_along_axis(p, top, -1).sum(-1, keepdims=True), -1)
+    chosen = np.take_along_axis(p, top, -1)
+    np.put_along_axis(expect, top, chosen / chosen.sum(-1, keepdims=True), -1)
     np.testing.assert_allclose(g, expect, rtol=1e-5, atol=1e-7)
     soft_gates, soft_probs = route_and_gates(soft, x)[1]
     np.testing.assert_array_equal(np.asarray(soft_gates), np.asarray(soft_probs))
@@ -107,8 +108,9 @@ def test_balance_loss_is_switch_formula_and_one_at_uniform_routing(moe, soft, x)
     # collapse onto one expert: N; soft form N sum P^2 >= 1 for any routing, 1 only at uniform P
     one_hot = jax.nn.one_hot(jnp.zeros(10, jnp.int32), n)
     assert float(switch_balance_loss(one_hot, one_hot)) == pytest.approx(n)
-    rand = jax.nn.softmax(3 * jax.random.normal(jax.random.PRNGKey(3), (64, 16, n)), axis=-1)
-    losses = jax.vmap(lambda q: switch_balance_loss(q, q))(rand)
+    logits = 3 * np.random.default_rng(3).standard_normal((64, 16, n))
+    rand = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    losses = jax.jit(jax.vmap(lambda q: switch_balance_loss(q, q)))(jnp.asarray(rand, jnp.float32))
     assert float(losses.min()) > 1.0
     with pytest.raises(ValueError, match="equal shapes"):
         switch_balance_loss(one_hot, one_hot[:, :2])
@@ -126,15 +128,18 @@ def test_gradient_matches_finite_differences(moe, x):
     value_and_grad = jax.jit(jax.value_and_grad(lambda p: loss(eqx.combine(p, static))))
     f = lambda p: value_and_grad(p)[0]  # noqa: E731
     grad = value_and_grad(params)[1]
-    leaves, treedef = jax.tree_util.tree_flatten(params)
-    keys = jax.random.split(jax.random.PRNGKey(6), len(leaves))
-    v = jax.tree_util.tree_unflatten(treedef, [jax.random.normal(k, l.shape) for k, l in zip(keys, leaves)])
+    rng = np.random.default_rng(6)  # numpy here: no eager jax op (and compilation) per leaf shape
+    v = jax.tree_util.tree_map(lambda p: rng.standard_normal(p.shape).astype(np.float32), params)
     eps = 1e-3
-    shift = lambda s: jax.tree_util.tree_map(lambda p, d: p + s * eps * d, params, v)  # noqa: E731
+
+    def shift(sign):
+        return jax.tree_util.tree_map(lambda p, d: jnp.asarray(np.asarray(p) + sign * eps * d), params, v)
+
     gates = lambda p: np.asarray(route_and_gates(eqx.combine(p, static), x)[1][0] > 0)  # noqa: E731
     assert np.array_equal(gates(shift(1.0)), gates(shift(-1.0)))  # no routing flip inside the step
     numeric = (float(f(shift(1.0))) - float(f(shift(-1.0)))) / (2 * eps)
-    analytic = sum(float(jnp.vdot(g, d)) for g, d in zip(jax.tree_util.tree_leaves(grad), jax.tree_util.tree_leaves(v)))
+    analytic = sum(float(np.vdot(np.asarray(g), d)) for g, d in zip(jax.tree_util.tree_leaves(grad),
+                                                                   jax.tree_util.tree_leaves(v)))
     assert numeric == pytest.approx(analytic, rel=2e-2)
     # the router learns through the gate values
     assert float(jnp.abs(grad.router.weight).max()) > 0
@@ -288,4 +293,5 @@ def test_save_load_in_a_fresh_process(tmp_path, moe, trained_gpt):
     report = json.loads(run.stdout.strip().splitlines()[-1])
     assert report == {"topk": "MixtureOfExperts", "gpt": "GPT"}
     for name in models:
-        np.testing.assert_array_equal(np.load(tmp_path / f"{name}.loaded.npy"), np.load(tmp_path / f"{name}.expected.npy"))
+        np.testing.assert_array_equal(np.load(tmp_path / f"{name}.loaded.npy"),
+                                      np.load(tmp_path / f"{name}.expected.npy"), err_msg=name)

@@ -115,7 +115,8 @@ class MixtureOfExperts(eqx.Module):
         expert_options = dict(expert_options or {})
         for kind in expert_options:
             if kind not in kinds:
-                raise ValueError(f"MixtureOfExperts: expert_options for {kind!r}, which is not among the experts {kinds}")
+                raise ValueError(f"MixtureOfExperts: expert_options for {kind!r}, which is not among the "
+                                 f"experts {kinds}")
         self.width = int(width)
         self.hidden = hidden_width(self.width, mlp_ratio, hidden)
         self.kinds = kinds
