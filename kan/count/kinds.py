@@ -25,6 +25,8 @@ from ..layers.selectable_core import SelectableKANLayer
 from ..layers.selectable_spaces import CANDIDATES
 from ..model import KAN, MLP, basis_factory_from_name
 from ..layers.spline_mlp import SILU_FLOPS, LayerStack, SplineMLP
+from ..layers.pade import PadeLayer, PadeStack, combine_flops, power_flops
+from ..layers.rational_activation import RationalActivation, RationalMLP
 
 ACTIVATION_FLOPS = {"relu": 1, "sigmoid": 4, "silu": 5, "tanh": 6, "gelu": 14}
 _SKAN_DEFAULT = ("bspline", "rbf", "fourier", "chebyshev", "rational")
@@ -119,6 +121,33 @@ def _spline_mlp(widths, grid_size=5, order=3):
     return params, flops
 
 
+def _rational_mlp(widths, numerator=5, denominator=4):
+    """Linear layers and one shared rational (``m + 1 + n`` coefficients) after every hidden one."""
+    act = RationalActivation(int(numerator), int(denominator), "identity")
+    params = sum((i + 1) * o for i, o in _pairs(widths)) + int(numerator) + 1 + int(denominator)
+    flops = sum(2 * i * o + o for i, o in _pairs(widths)) + act.flops_per_element() * sum(widths[1:-1])
+    return params, flops
+
+
+def _pade(widths, numerator_degree=3, denominator_degree=2):
+    """Dense Padé neurons (plain form, safe denominator "B"): ``o (K + L) i + o`` parameters per layer."""
+    k, l = int(numerator_degree), int(denominator_degree)
+    params = sum(o * (k + l) * i + o for i, o in _pairs(widths))
+    flops = sum(power_flops(i, k, l, "B") + combine_flops(k, l, i, o, "plain", "B") for i, o in _pairs(widths))
+    return params, flops
+
+
+def _build_rational_mlp(widths, key, numerator=5, denominator=4):
+    return RationalMLP(widths, key=key, sharing="shared", numerator=numerator, denominator=denominator,
+                       init="leaky_relu" if (numerator, denominator) == (5, 4) else "identity")
+
+
+def _build_pade(widths, key, numerator_degree=3, denominator_degree=2):
+    keys = jax.random.split(key, len(widths) - 1)
+    return PadeStack([PadeLayer(i, o, numerator_degree, denominator_degree, key=k)
+                      for (i, o), k in zip(_pairs(widths), keys)])
+
+
 def _build_kan(basis):
     def build(widths, key, grid_size=5, order=3):
         return KAN(widths, key=key, basis_factory=basis, grid_size=grid_size, order=order)
@@ -183,6 +212,9 @@ KINDS: dict[str, Kind] = {
                   description="AF-KAN, global attention, quad1, SiLU"),
     "skan": Kind("skan", _build_skan, _skan, min_hidden=1,
                  description="S-KAN while training: all candidate spaces mixed"),
+    "rational_mlp": Kind("rational_mlp", _build_rational_mlp, _rational_mlp, min_hidden=1,
+                         description="MLP with one shared rational activation (Delfosse et al. 2024), 5/4"),
+    "pade": Kind("pade", _build_pade, _pade, description="Padé neurons (PAON), plain [3/2], denominator B"),
     "spline_mlp": Kind("spline_mlp", _build_spline_mlp, _spline_mlp, "grid_size",
                        description="MLP with learnable B-spline activations (Yu et al. 2024's ablation)"),
 }
