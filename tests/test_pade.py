@@ -84,7 +84,7 @@ def test_conv_shapes_stride_padding_and_formula():
     conv = _perturbed(kan.PadeConv2d(2, 3, 3, 2, 2, key=KEY, stride=2, padding=1, form="smooth"))
     x = _normal(3, (2, 1, 7, 6, 2))
     y = conv(x)
-    assert y.shape == (2, 1, 4, 3, 3) == x.shape[:2] + conv.output_size(7, 6) + (3,)
+    assert y.shape == (2, 1, 4, 3, 3) == x.shape[:2] + conv.output_size((7, 6)) + (3,)
     assert conv(x[0, 0]).shape == (4, 3, 3)
     # one output pixel = the dense neuron on its (padded) 3x3x2 patch
     dense = eqx.tree_at(lambda m: (m.numerator, m.denominator, m.bias),
@@ -129,10 +129,10 @@ def test_counts_against_the_pytree_and_xla(dense):
     assert kan.count_parameters(conv) == 3 * 3 * 2 * 3 * 4 + 3
     img = _normal(7, (4, 9, 8, 2))
     cost = kan.xla_flops(conv, img, optimized=False)
-    assert abs(cost.flops - conv.flops(9, 8)) <= 0.02 * conv.flops(9, 8)  # exact without padding
+    assert abs(cost.flops - conv.flops((9, 8))) <= 0.02 * conv.flops((9, 8))  # exact without padding
     padded = kan.PadeConv2d(2, 3, 3, 2, 2, key=KEY, padding="SAME")
     # XLA skips the taps that fall on zero padding; the closed form counts full kernels (<= 25% more)
-    ratio = padded.flops(9, 8) / kan.xla_flops(padded, img, optimized=False).flops
+    ratio = padded.flops((9, 8)) / kan.xla_flops(padded, img, optimized=False).flops
     assert 1.0 <= ratio <= 1.25
 
 
@@ -168,10 +168,12 @@ def test_clear_errors(dense):
     conv = kan.PadeConv2d(2, 3, 3, 2, 2, key=KEY)
     with pytest.raises(ValueError, match="H, W, 2"):
         conv(jnp.ones((4, 4, 3)))
-    with pytest.raises(ValueError, match="smaller than"):
+    with pytest.raises(ValueError, match="larger than the padded image"):
         conv(jnp.ones((2, 2, 2)))
-    with pytest.raises(TypeError, match="input size"):
+    with pytest.raises(ValueError, match="image size"):
         kan.count_flops(conv)
+    sized = kan.PadeConv2d(2, 3, 3, 2, 2, key=KEY, image_size=(9, 8))
+    assert kan.count_flops(sized) == sized.flops((9, 8)) == conv.flops((9, 8))
     with pytest.raises(ValueError, match="layer 0 gives 4"):
         kan.PadeStack([layer, layer])
     with pytest.raises(ValueError, match="reference"):

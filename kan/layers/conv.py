@@ -35,7 +35,7 @@ Padding = Union[str, int, Sequence[int], Sequence[Sequence[int]]]
 Pads = tuple[tuple[int, int], tuple[int, int]]
 
 
-def _pair(value: Any, name: str, who: str, minimum: int = 1) -> tuple[int, int]:
+def pair(value: Any, name: str, who: str, minimum: int = 1) -> tuple[int, int]:
     """An int or a pair of ints, each ``>= minimum``, as a pair."""
     items = (value, value) if isinstance(value, int) else tuple(value) if isinstance(value, (tuple, list)) else None
     if items is None or len(items) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in items):
@@ -53,9 +53,9 @@ def check_padding(padding: Padding, who: str) -> Union[str, Pads]:
             raise ValueError(f"{who}: padding must be 'VALID', 'SAME', an int or pairs, got {padding!r}")
         return padding.upper()
     if isinstance(padding, (tuple, list)) and len(padding) == 2 and all(isinstance(p, (tuple, list)) for p in padding):
-        pads = tuple(_pair(p, "padding", who, minimum=0) for p in padding)
+        pads = tuple(pair(p, "padding", who, minimum=0) for p in padding)
         return pads[0], pads[1]
-    rows, cols = _pair(padding, "padding", who, minimum=0)
+    rows, cols = pair(padding, "padding", who, minimum=0)
     return (rows, rows), (cols, cols)
 
 
@@ -132,11 +132,11 @@ class ConvKAN2d(eqx.Module):
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{who}: {name} must be an int >= 1, got {v!r}")
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
-        self.kernel_size = _pair(kernel_size, "kernel_size", who)
-        self.stride = _pair(stride, "stride", who)
-        self.dilation = _pair(dilation, "dilation", who)
+        self.kernel_size = pair(kernel_size, "kernel_size", who)
+        self.stride = pair(stride, "stride", who)
+        self.dilation = pair(dilation, "dilation", who)
         self.padding = check_padding(padding, who)
-        self.image_size = None if image_size is None else _pair(tuple(image_size), "image_size", who)
+        self.image_size = None if image_size is None else pair(tuple(image_size), "image_size", who)
         features = self.patch_features
         if layer is None:
             if key is None:
@@ -157,7 +157,7 @@ class ConvKAN2d(eqx.Module):
 
     def output_size(self, image_size: Sequence[int]) -> tuple[int, int]:
         """``(H', W')`` for an input image of ``image_size = (H, W)``."""
-        size = _pair(tuple(image_size), "image_size", type(self).__name__)
+        size = pair(tuple(image_size), "image_size", type(self).__name__)
         pads = resolve_pads(self.padding, size, self.kernel_size, self.stride, self.dilation)
         return output_size(size, self.kernel_size, self.stride, self.dilation, pads, type(self).__name__)
 

@@ -15,39 +15,8 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from bases import count_parameters
 
+from .conv import Padding, Pads, check_padding, output_size, pair, resolve_pads
 from .pade import check_config, combine_flops, init_numerator, input_powers, pade_combine, power_flops
-
-Padding = Union[str, int, Sequence[int], Sequence[Sequence[int]]]
-
-
-def _pair(value: Union[int, Sequence[int]], name: str) -> tuple[int, int]:
-    if isinstance(value, int):
-        value = (value, value)
-    value = tuple(int(v) for v in value)
-    if len(value) != 2 or min(value) < 1:
-        raise ValueError(f"PadeConv2d: {name} must be a positive int or a pair of them, got {value}")
-    return value
-
-
-def _padding(padding: Padding) -> Union[str, tuple[tuple[int, int], tuple[int, int]]]:
-    """``"SAME"`` / ``"VALID"``, an int, ``(ph, pw)`` or ``((top, bottom), (left, right))``."""
-    if isinstance(padding, str):
-        if padding.upper() not in ("SAME", "VALID"):
-            raise ValueError(f"PadeConv2d: padding must be 'SAME', 'VALID' or ints, got {padding!r}")
-        return padding.upper()
-    if isinstance(padding, int):
-        padding = (padding, padding)
-    padding = tuple(padding)
-    if len(padding) == 2 and all(isinstance(p, int) for p in padding):
-        padding = ((padding[0], padding[0]), (padding[1], padding[1]))
-    try:
-        pads = tuple((int(lo), int(hi)) for lo, hi in padding)
-    except (TypeError, ValueError):
-        raise ValueError(f"PadeConv2d: cannot read padding {padding!r}") from None
-    if len(pads) != 2 or min(min(p) for p in pads) < 0:
-        raise ValueError(f"PadeConv2d: padding must give 2 non-negative (lo, hi) pairs, got {pads}")
-    return pads
-
 
 class PadeConv2d(eqx.Module):
     """Padé-neuron convolution ``(..., H, W, in_channels) -> (..., H', W', out_channels)``.
@@ -63,21 +32,24 @@ class PadeConv2d(eqx.Module):
     out_channels: int = eqx.field(static=True)
     kernel_size: tuple[int, int] = eqx.field(static=True)
     stride: tuple[int, int] = eqx.field(static=True)
-    padding: Union[str, tuple[tuple[int, int], tuple[int, int]]] = eqx.field(static=True)
+    padding: Union[str, Pads] = eqx.field(static=True)
+    image_size: Optional[tuple[int, int]] = eqx.field(static=True)
     form: str = eqx.field(static=True)
     denominator_form: str = eqx.field(static=True)
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Union[int, Sequence[int]] = 3,
                  numerator_degree: int = 3, denominator_degree: int = 2, *, key: PRNGKeyArray,
                  stride: Union[int, Sequence[int]] = 1, padding: Padding = 0, form: str = "plain",
-                 denominator: str = "B", higher_share: float = 0.003, init_scale: float = 1.0):
+                 denominator: str = "B", higher_share: float = 0.003, init_scale: float = 1.0,
+                 image_size: Optional[Sequence[int]] = None):
         k, l = check_config("PadeConv2d", numerator_degree, denominator_degree, form, denominator, higher_share)
         if int(in_channels) < 1 or int(out_channels) < 1:
             raise ValueError(f"PadeConv2d: channels must be >= 1, got {in_channels}, {out_channels}")
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
-        self.kernel_size = _pair(kernel_size, "kernel_size")
-        self.stride = _pair(stride, "stride")
-        self.padding = _padding(padding)
+        self.kernel_size = pair(kernel_size, "kernel_size", "PadeConv2d")
+        self.stride = pair(stride, "stride", "PadeConv2d")
+        self.padding = check_padding(padding, "PadeConv2d")
+        self.image_size = None if image_size is None else pair(tuple(image_size), "image_size", "PadeConv2d")
         self.form, self.denominator_form = form, denominator
         kh, kw = self.kernel_size
         w = init_numerator(key, self.out_channels, kh * kw * self.in_channels, k, form, higher_share,
@@ -94,12 +66,21 @@ class PadeConv2d(eqx.Module):
     def denominator_degree(self) -> int:
         return self.denominator.shape[2]
 
+    def _pads(self, image_size: Sequence[int]) -> Pads:
+        return resolve_pads(self.padding, tuple(image_size), self.kernel_size, self.stride, (1, 1))
+
+    def output_size(self, image_size: Sequence[int]) -> tuple[int, int]:
+        """``(H', W')`` of the output for an input image of ``image_size = (H, W)`` (ValueError when the
+        kernel is larger than the padded image)."""
+        size = pair(tuple(image_size), "image_size", "PadeConv2d")
+        return output_size(size, self.kernel_size, self.stride, (1, 1), self._pads(size), "PadeConv2d")
+
     def _contract(self, powers: Array, weight: Array, lo: int, hi: int) -> Array:
         p = powers[..., lo:hi, :]
         p = p.reshape(p.shape[:-2] + (-1,))
         w = weight[:, :, lo:hi]
         w = w.reshape(w.shape[:2] + (-1, w.shape[-1]))
-        return jax.lax.conv_general_dilated(p, w, self.stride, self.padding,
+        return jax.lax.conv_general_dilated(p, w, self.stride, self._pads(p.shape[-3:-1]),
                                             dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
     @eqx.filter_jit
@@ -113,7 +94,7 @@ class PadeConv2d(eqx.Module):
         if not jnp.issubdtype(x.dtype, jnp.floating):
             raise TypeError(f"PadeConv2d: expected a floating-point input, got dtype {x.dtype}")
         kh, kw = self.kernel_size
-        height, width = self.output_size(x.shape[-3], x.shape[-2])
+        height, width = self.output_size(x.shape[-3:-1])
         lead = x.shape[:-3]
         x4 = x.reshape((-1,) + x.shape[-3:])
         k, l = self.numerator_degree, self.denominator_degree
@@ -122,32 +103,22 @@ class PadeConv2d(eqx.Module):
                          self.form, self.denominator_form)
         return y.reshape(lead + (height, width, self.out_channels))
 
-    def output_size(self, height: int, width: int) -> tuple[int, int]:
-        """Spatial size ``(H', W')`` of the output for an ``(H, W)`` input (ValueError when empty)."""
-        sizes = []
-        for n, k, s, axis in zip((height, width), self.kernel_size, self.stride, range(2)):
-            if self.padding == "SAME":
-                sizes.append(-(-n // s))
-            else:
-                lo, hi = (0, 0) if self.padding == "VALID" else self.padding[axis]
-                sizes.append((n + lo + hi - k) // s + 1 if n + lo + hi >= k else 0)
-        if min(sizes) < 1:
-            raise ValueError(f"PadeConv2d: a {height}x{width} input is smaller than the {self.kernel_size} "
-                             f"kernel with padding {self.padding}")
-        return sizes[0], sizes[1]
-
     def num_parameters(self) -> int:
         """``kh kw in out (K + L) + out``."""
         return count_parameters(self)
 
-    def flops(self, height: Optional[int] = None, width: Optional[int] = None) -> int:
-        """Forward FLOPs per sample for an ``(height, width)`` input: powers of every input element,
-        ``2 kh kw in`` per power, output channel and output position, and the elementwise combination.
-        Counts every kernel tap, also those on zero padding (XLA's cost analysis skips those)."""
-        if height is None or width is None:
-            raise TypeError("PadeConv2d.flops: the count depends on the input size; call flops(height, width)")
+    def flops(self, image_size: Optional[Sequence[int]] = None) -> int:
+        """Forward FLOPs per sample for an input image of ``image_size = (H, W)`` (default: the
+        constructor's): powers of every input element, ``2 kh kw in`` per power, output channel and output
+        position, and the elementwise combination. Counts every kernel tap, also those on zero padding
+        (XLA's cost analysis skips those)."""
+        size = self.image_size if image_size is None else image_size
+        if size is None:
+            raise ValueError("PadeConv2d.flops: the count depends on the image size; pass image_size=(H, W) "
+                             "here or to the constructor")
+        height, width = pair(tuple(size), "image_size", "PadeConv2d")
         kh, kw = self.kernel_size
-        ho, wo = self.output_size(height, width)
+        ho, wo = self.output_size((height, width))
         k, l = self.numerator_degree, self.denominator_degree
         return (power_flops(height * width * self.in_channels, k, l, self.denominator_form)
                 + combine_flops(k, l, kh * kw * self.in_channels, ho * wo * self.out_channels, self.form,

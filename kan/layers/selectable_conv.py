@@ -33,7 +33,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from bases import trainable_filter
 
-from .conv import ConvKAN2d, Padding, _pair
+from .conv import ConvKAN2d, Padding, pair
 from .selectable_core import (Candidate, SelectableKANLayer, Selection, _candidate_weight_norm, anneal_temperature,
                               set_temperature)
 
@@ -59,7 +59,7 @@ class SelectableConvKAN2d(eqx.Module):
         for name, v in (("in_channels", in_channels), ("out_channels", out_channels)):
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{who}: {name} must be an int >= 1, got {v!r}")
-        kh, kw = _pair(kernel_size, "kernel_size", who)
+        kh, kw = pair(kernel_size, "kernel_size", who)
         layer = SelectableKANLayer(in_channels * kh * kw, out_channels, candidates, key=key,
                                    base_activation=base_activation, temperature=temperature)
         self.logits = layer.logits[:in_channels]  # zeros: the uniform start
