@@ -147,6 +147,14 @@ def test_plot_edge_draws_a_neuron_slice(dense):
     np.testing.assert_allclose(np.asarray(phi[:, :, 1]), np.asarray(layer(point)), rtol=1e-5, atol=1e-6)
     fig = kan.plot_edge(kan.PadeStack([layer]), 0, 1, 2, x)
     assert isinstance(fig, Figure) and fig.axes[0].lines
+    # the convolution's neurons, as a dense layer over receptive fields: the same outputs, plottable
+    conv = _perturbed(kan.PadeConv2d(2, 3, 3, 2, 2, key=KEY))
+    img = _normal(9, (2, 5, 5, 2))
+    dense_view = conv.as_pade_layer()
+    patches = kan.ConvKAN2d(2, 3, 3, key=KEY).patches(img)
+    np.testing.assert_allclose(np.asarray(dense_view(patches)), np.asarray(conv(img)), rtol=1e-4, atol=1e-5)
+    fig = kan.plot_edge(kan.PadeStack([dense_view]), 0, 2, 5, patches.reshape(-1, 18))
+    assert isinstance(fig, Figure) and fig.axes[0].lines
 
 
 def test_clear_errors(dense):

@@ -16,7 +16,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from bases import count_parameters
 
 from .conv import Padding, Pads, check_padding, output_size, pair, resolve_pads
-from .pade import check_config, combine_flops, init_numerator, input_powers, pade_combine, power_flops
+from .pade import PadeLayer, check_config, combine_flops, init_numerator, input_powers, pade_combine, power_flops
 
 class PadeConv2d(eqx.Module):
     """Padé-neuron convolution ``(..., H, W, in_channels) -> (..., H', W', out_channels)``.
@@ -102,6 +102,22 @@ class PadeConv2d(eqx.Module):
         y = pade_combine(self._contract, powers, self.numerator, self.denominator, self.bias, k, l,
                          self.form, self.denominator_form)
         return y.reshape(lead + (height, width, self.out_channels))
+
+    def as_pade_layer(self) -> PadeLayer:
+        """The same neurons as a dense :class:`kan.PadeLayer` over receptive fields of
+        ``kh kw in`` features (ordered ``(i kw + j) in + c``, as :class:`kan.ConvKAN2d`'s patches), for
+        plotting a neuron's slices: ``kan.plot_edge(PadeStack([conv.as_pade_layer()]), 0, o, p, patches)``
+        with ``patches = kan.ConvKAN2d``-style receptive fields of the input."""
+        kh, kw = self.kernel_size
+        k, l = self.numerator_degree, self.denominator_degree
+        dense = PadeLayer(kh * kw * self.in_channels, self.out_channels, k, l, key=jax.random.PRNGKey(0),
+                          form=self.form, denominator=self.denominator_form)
+
+        def flat(w, degree):  # (kh, kw, degree, in, out) -> (out, degree, kh kw in)
+            return jnp.transpose(w, (4, 2, 0, 1, 3)).reshape(self.out_channels, degree, -1)
+
+        return eqx.tree_at(lambda m: (m.numerator, m.bias, m.denominator), dense,
+                           (flat(self.numerator, k), self.bias, flat(self.denominator, l)))
 
     def num_parameters(self) -> int:
         """``kh kw in out (K + L) + out``."""
