@@ -1,5 +1,5 @@
 """kan.RationalActivation and kan.RationalMLP: the activation against its target and its jnp formula,
-one coefficient set reached by every layer when shared, counts, init variance, errors. (Their
+one coefficient set reached by every layer when shared, counts, init variance, plots, errors. (Their
 fresh-process save/load, sharing included, is in tests/test_pade.py's one subprocess.)"""
 
 import jax
@@ -70,6 +70,17 @@ def test_init_variance_of_an_8_deep_stack():
     x = _normal(3, (2048, 32))
     ratio = float(jnp.mean(net(x) ** 2) / jnp.mean(x ** 2))
     assert 0.5 <= ratio <= 2.0, ratio
+
+
+def test_learned_curve_plots(nets):
+    from matplotlib.figure import Figure
+
+    act = nets["shared"].activation(0)
+    x = jnp.linspace(-3.0, 3.0, 32)[:, None]
+    view = kan.PadeStack([act.as_layer()])
+    np.testing.assert_allclose(np.asarray(view.layers[0].edge_functions(x))[:, 0, 0], np.asarray(act(x))[:, 0])
+    fig = kan.plot_edge(view, 0, 0, 0, x)
+    assert isinstance(fig, Figure) and fig.axes[0].lines
 
 
 def test_clear_errors(nets):

@@ -84,9 +84,33 @@ class RationalActivation(eqx.Module):
                          init=(self.numerator, self.denominator), form=self.form)
         return float(basis.gaussian_second_moment_trace()[0])
 
+    def as_layer(self) -> "ActivationLayer":
+        """This activation as a plottable one-edge layer (:class:`ActivationLayer`)."""
+        return ActivationLayer(self)
+
     def flops_per_element(self) -> int:
         """Horner for P (2m), |x| and Horner for Q (2n + 1), one divide: ``2m + 2n + 2``."""
         return 2 * self.numerator_order + 2 * self.denominator_order + 2
+
+
+class ActivationLayer(eqx.Module):
+    """A one-input, one-output layer view of an activation, ``(..., 1) -> (..., 1)`` with
+    ``edge_functions`` ``(..., 1) -> (..., 1, 1)``, so ``kan.plot_edge(kan.PadeStack([view]), 0, 0, 0, x)``
+    draws the learned curve (:meth:`RationalActivation.as_layer`)."""
+
+    activation: RationalActivation
+    in_features: int = eqx.field(static=True, default=1)
+    out_features: int = eqx.field(static=True, default=1)
+
+    def __call__(self, x: Float[Array, "... 1"], *, key: Optional[PRNGKeyArray] = None) -> Float[Array, "... 1"]:
+        del key
+        return self.activation(x)
+
+    def edge_functions(self, x: Float[Array, "... 1"]) -> Float[Array, "... 1 1"]:
+        return self.activation(x)[..., None, :]
+
+    def flops(self) -> int:
+        return self.activation.flops_per_element()
 
 
 class RationalMLP(eqx.Module):
