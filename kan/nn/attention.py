@@ -102,9 +102,15 @@ class MultiHeadAttention(eqx.Module):
         """``key`` is unused (no dropout); accepted for a uniform calling convention."""
         del key
         q, k, v = self._qkv(x)
-        weights = self._softmax(q, k, mask).astype(v.dtype)
-        y = jnp.einsum("...hqk,...khd->...qhd", weights, v)
-        return self.out(y.reshape(x.shape))
+        return mix_values(self._softmax(q, k, mask), v, self.out, x.shape)
+
+
+def mix_values(weights: Float[Array, "... h s s"], v: Float[Array, "... s h hd"], out: Linear,
+               shape: tuple[int, ...]) -> Float[Array, "... s d"]:
+    """``out(concat_h(A v))``: the attention matrix per head applied to the values ``(..., s, h, d/h)``,
+    heads concatenated to ``shape = (..., s, d)``, then the output projection."""
+    y = jnp.einsum("...hqk,...khd->...qhd", weights.astype(v.dtype), v)
+    return out(y.reshape(shape))
 
 
 ATTENTION_KINDS = ("softmax", "karat")

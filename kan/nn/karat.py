@@ -44,7 +44,7 @@ from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
 from bases import Basis, check_last_dim, count_parameters
 
-from .attention import causal_mask
+from .attention import causal_mask, mix_values
 from .karat_rows import NORM_FLOPS, check_normalisation, normalise_rows
 from .layers import Linear
 
@@ -213,9 +213,7 @@ class KolmogorovArnoldAttention(eqx.Module):
         """``key`` is unused (no dropout); accepted for a uniform calling convention."""
         del key
         q, k, v = self._qkv(x)
-        weights = self._weights(q, k, mask).astype(v.dtype)
-        y = jnp.einsum("...hqk,...khd->...qhd", weights, v)
-        return self.out(y.reshape(x.shape))
+        return mix_values(self._weights(q, k, mask), v, self.out, x.shape)
 
     # ----- inspection ------------------------------------------------------------------------
     def head_coefficients(self, head: int = 0) -> Float[Array, "n n k"]:
