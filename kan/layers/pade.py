@@ -175,10 +175,12 @@ class PadeLayer(eqx.Module):
 
     @property
     def numerator_degree(self) -> int:
+        """``K``, the numerator's highest power."""
         return self.numerator.shape[1]
 
     @property
     def denominator_degree(self) -> int:
+        """``L``, the denominator's highest power."""
         return self.denominator.shape[1]
 
     @staticmethod
@@ -264,6 +266,7 @@ class PadeStack(eqx.Module):
         return self.activations(x)[-1]
 
     def num_parameters(self) -> int:
+        """Trainable scalars of every layer."""
         return count_parameters(self)
 
     def flops(self) -> int:

@@ -60,10 +60,12 @@ class PadeConv2d(eqx.Module):
 
     @property
     def numerator_degree(self) -> int:
+        """``K``, the numerator's highest power."""
         return self.numerator.shape[2]
 
     @property
     def denominator_degree(self) -> int:
+        """``L``, the denominator's highest power."""
         return self.denominator.shape[2]
 
     def _pads(self, image_size: Sequence[int]) -> Pads:

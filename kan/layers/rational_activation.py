@@ -56,10 +56,12 @@ class RationalActivation(eqx.Module):
 
     @property
     def numerator_order(self) -> int:
+        """``m``: the numerator has ``m + 1`` coefficients."""
         return self.numerator.shape[0] - 1
 
     @property
     def denominator_order(self) -> int:
+        """``n``: the denominator has ``n`` coefficients (``b_1..b_n``)."""
         return self.denominator.shape[0]
 
     def __call__(self, x: Float[Array, "..."]) -> Float[Array, "..."]:
@@ -107,9 +109,11 @@ class ActivationLayer(eqx.Module):
         return self.activation(x)
 
     def edge_functions(self, x: Float[Array, "... 1"]) -> Float[Array, "... 1 1"]:
+        """The activation at ``x``, as the layer's one edge."""
         return self.activation(x)[..., None, :]
 
     def flops(self) -> int:
+        """Forward FLOPs per sample (one element)."""
         return self.activation.flops_per_element()
 
 

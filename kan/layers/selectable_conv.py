@@ -76,14 +76,17 @@ class SelectableConvKAN2d(eqx.Module):
 
     @property
     def candidates(self) -> tuple[str, ...]:
+        """Names of the candidate activation spaces."""
         return self.conv.layer.candidates
 
     @property
     def in_channels(self) -> int:
+        """Input channels ``C_in``."""
         return self.conv.in_channels
 
     @property
     def out_channels(self) -> int:
+        """Output channels ``C_out``."""
         return self.conv.out_channels
 
     def output_size(self, image_size: Sequence[int]) -> tuple[int, int]:
