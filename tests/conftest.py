@@ -1,5 +1,38 @@
+"""Shared fixtures, and one persistent compilation cache for the whole test session.
+
+Most of the suite's time is XLA compiling. The test processes (two pytest-xdist workers, and the
+subprocesses of the fresh-process tests) compile many of the same programs, so the session shares JAX's
+persistent compilation cache in a new temporary folder (empty at the start, removed at the end: no state
+is carried between runs, and the user's own cache is never read). ``KAN_TEST_COMPILE_CACHE=off`` turns
+it off; a ``JAX_COMPILATION_CACHE_DIR`` already set is used as it is.
+"""
+
+import os
+import shutil
+import tempfile
+
 import jax
 import pytest
+
+_CACHE_ENV = "JAX_COMPILATION_CACHE_DIR"
+
+
+def pytest_configure(config):
+    if os.environ.get("KAN_TEST_COMPILE_CACHE", "").lower() == "off":
+        return
+    if _CACHE_ENV not in os.environ:  # the controller (or a plain run): workers and subprocesses inherit it
+        os.environ[_CACHE_ENV] = tempfile.mkdtemp(prefix="kan-test-jax-cache-")
+        os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+        config._kan_owned_cache = os.environ[_CACHE_ENV]
+    jax.config.update("jax_compilation_cache_dir", os.environ[_CACHE_ENV])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                      float(os.environ.get("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1")))
+
+
+def pytest_unconfigure(config):
+    owned = getattr(config, "_kan_owned_cache", None)
+    if owned:
+        shutil.rmtree(owned, ignore_errors=True)
 
 
 @pytest.fixture
