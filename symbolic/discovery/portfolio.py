@@ -60,13 +60,14 @@ class PortfolioNetwork:
 
 
 def portfolio_seconds() -> float:
-    """A guess of one shape's wall time: 1.5x the last in this process; before the first, 20 s
-    (compiling on 2 busy cores) or 6 s when the persistent compilation cache already holds programs."""
+    """A guess of one shape's wall time (a started shape cannot be interrupted, so the guess errs high):
+    2x the last in this process; before the first, 25 s (compiling on 2 busy cores) or 10 s when the
+    persistent compilation cache already holds programs (loading them and the first run take seconds)."""
     if _FIT_SECONDS:
-        return 1.5 * _FIT_SECONDS[-1]
+        return 2.0 * _FIT_SECONDS[-1]
     from kan.compile_cache import cache_is_warm
 
-    return 6.0 if cache_is_warm() else 20.0
+    return 10.0 if cache_is_warm() else 25.0
 
 
 def _loss(params: Any, static: Any, x: jax.Array, y: jax.Array, lamb: jax.Array) -> jax.Array:
