@@ -79,12 +79,7 @@ class MultiHeadAttention(eqx.Module):
         if x.ndim < 2:
             raise ValueError(f"MultiHeadAttention: expected input (..., seq, {self.width}), got {tuple(x.shape)}")
         check_last_dim(x, self.width, "MultiHeadAttention")
-        qkv = self.qkv(x)
-        q, k, v = qkv[..., : self.width], qkv[..., self.width : 2 * self.width], qkv[..., 2 * self.width :]
-        if self.q_bias is not None:
-            q, v = q + self.q_bias.astype(q.dtype), v + self.v_bias.astype(v.dtype)
-        heads = x.shape[:-1] + (self.num_heads, self.head_dim)
-        return q.reshape(heads), k.reshape(heads), v.reshape(heads)  # (..., s, h, hd)
+        return project_heads(self, x)
 
     def _softmax(self, q: Array, k: Array, mask: Optional[Array]) -> Array:
         scores = jnp.einsum("...qhd,...khd->...hqk", q, k, preferred_element_type=jnp.float32)
@@ -103,6 +98,18 @@ class MultiHeadAttention(eqx.Module):
         del key
         q, k, v = self._qkv(x)
         return mix_values(self._softmax(q, k, mask), v, self.out, x.shape)
+
+
+def project_heads(attn: "eqx.Module", x: Float[Array, "... s d"]) -> tuple[Array, Array, Array]:
+    """``q, k, v`` of shape ``(..., s, h, d/h)`` from ``attn``'s fused projection ``qkv`` and its query / value
+    biases (``q_bias``, ``v_bias``, or None), for any attention module with those fields."""
+    width = attn.width
+    qkv = attn.qkv(x)
+    q, k, v = qkv[..., :width], qkv[..., width : 2 * width], qkv[..., 2 * width :]
+    if attn.q_bias is not None:
+        q, v = q + attn.q_bias.astype(q.dtype), v + attn.v_bias.astype(v.dtype)
+    heads = x.shape[:-1] + (attn.num_heads, width // attn.num_heads)
+    return q.reshape(heads), k.reshape(heads), v.reshape(heads)
 
 
 def mix_values(weights: Float[Array, "... h s s"], v: Float[Array, "... s h hd"], out: Linear,

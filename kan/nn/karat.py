@@ -44,7 +44,7 @@ from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
 from bases import Basis, check_last_dim, count_parameters
 
-from .attention import causal_mask, mix_values
+from .attention import causal_mask, mix_values, project_heads
 from .karat_rows import NORM_FLOPS, check_normalisation, normalise_rows
 from .layers import Linear
 
@@ -157,12 +157,7 @@ class KolmogorovArnoldAttention(eqx.Module):
         if x.shape[-2] != self.seq_len:
             raise ValueError(f"{who}: the learnable operator maps rows of seq_len={self.seq_len} scores (fixed "
                              f"at construction); got a sequence of length {x.shape[-2]} (input {tuple(x.shape)})")
-        qkv = self.qkv(x)
-        q, k, v = qkv[..., : self.width], qkv[..., self.width : 2 * self.width], qkv[..., 2 * self.width :]
-        if self.q_bias is not None:
-            q, v = q + self.q_bias.astype(q.dtype), v + self.v_bias.astype(v.dtype)
-        heads = x.shape[:-1] + (self.num_heads, self.head_dim)
-        return q.reshape(heads), k.reshape(heads), v.reshape(heads)  # (..., s, h, hd)
+        return project_heads(self, x)  # (..., s, h, hd)
 
     def _allowed(self, mask: Optional[Array]) -> Optional[Array]:
         if self.causal:
