@@ -36,6 +36,21 @@ def test_lbfgs_with_regulariser_and_grid_updates(small_kan):
     assert not model.layers[0].basis.uniform  # the grid was adapted to the data
 
 
+def test_lbfgs_stops_once_a_line_search_no_longer_lowers_the_loss():
+    # A cubic spline represents 0.5 x exactly: L-BFGS reaches float precision within a few steps, after
+    # which every further iteration would only spend a failed line search. fit must stop there, keep the
+    # best parameters, and with a grid update pending resume after it.
+    x = jnp.linspace(-1, 1, 128)[:, None]
+    model = KAN([1, 1], grid_size=3, key=jax.random.PRNGKey(0))
+    trained, hist = fit(model, (x, 0.5 * x), steps=40, optimizer="lbfgs", update_grid=False, progress=False)
+    assert len(hist["step"]) < 40
+    final = float(jnp.mean((trained(x) - 0.5 * x) ** 2))
+    assert final <= min(hist["train_loss"]) * (1 + 1e-5) and final < 1e-6
+    _, hist = fit(model, (x, 0.5 * x), steps=40, optimizer="lbfgs", grid_update_every=10,
+                  stop_grid_update_step=25, progress=False)
+    assert hist["step"][-1] >= 20 and len(hist["step"]) < 40  # resumed after the grid update at step 20
+
+
 def test_custom_optax_transformation_and_mlp():
     train = _data()
     model = MLP([2, 16, 1], key=jax.random.PRNGKey(0))
