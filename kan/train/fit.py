@@ -139,6 +139,30 @@ def _first_order_step(objective, opt, params, static, opt_state, x, y):
     return optax.apply_updates(params, updates), opt_state, aux, jnp.zeros((), bool)
 
 
+def _ravel(params: Any) -> Array:
+    """The trainable leaves of ``params`` as one flat vector (in their common dtype)."""
+    leaves = jax.tree_util.tree_leaves(params)
+    dtype = jnp.result_type(*leaves)
+    return jnp.concatenate([jnp.ravel(leaf).astype(dtype) for leaf in leaves])
+
+
+def _unravel(flat: Array, like: Any) -> Any:
+    """Inverse of :func:`_ravel`: ``flat`` cut into the shapes and dtypes of ``like``'s leaves."""
+    leaves, treedef = jax.tree_util.tree_flatten(like)
+    out, start = [], 0
+    for leaf in leaves:
+        out.append(flat[start:start + leaf.size].reshape(leaf.shape).astype(leaf.dtype))
+        start += leaf.size
+    return jax.tree_util.tree_unflatten(treedef, out)
+
+
+def _lbfgs_init(opt: optax.GradientTransformation, params: Any) -> Any:
+    """L-BFGS state for the flat parameter vector that :func:`_lbfgs_step` works on."""
+    leaves = jax.tree_util.tree_leaves(params)
+    size = sum(leaf.size for leaf in leaves)
+    return _strong_types(opt.init(jnp.zeros((size,), jnp.result_type(*leaves))))
+
+
 @eqx.filter_jit
 def _lbfgs_step(objective, opt, params, static, opt_state, x, y, iterations: int):
     """Up to ``iterations`` L-BFGS iterations in one compiled loop (one pykan "step" is torch's default
@@ -146,22 +170,27 @@ def _lbfgs_step(objective, opt, params, static, opt_state, x, y, iterations: int
     lower the objective (converged to float precision, or NaN): that iteration is undone (parameters and
     optimiser state), so the returned pair is the best reached, and ``stalled`` is True. Restarting from
     that state would stall again at once. Without this stop a converged float32 fit spends every later
-    iteration on a failed 20-step line search (seen in the demo's G=10 retrain: ~90% of its run time)."""
-    value_fn = lambda p: objective(p, static, x, y)[0]
+    iteration on a failed 20-step line search (seen in the demo's G=10 retrain: ~90% of its run time).
+
+    L-BFGS runs on the parameters as one flat vector (state from :func:`_lbfgs_init`): its two-loop
+    recursion and line search then emit each vector operation once instead of once per parameter
+    array, which cuts the compiled program several-fold (most of a small fit's time is compiling it)."""
+    value_fn = lambda flat: objective(_unravel(flat, params), static, x, y)[0]
 
     def body(carry):
-        i, params, opt_state, _ = carry
-        value, grads = optax.value_and_grad_from_state(value_fn)(params, state=opt_state)
-        updates, new_state = opt.update(grads, opt_state, params, value=value, grad=grads,
+        i, flat, opt_state, _ = carry
+        value, grads = optax.value_and_grad_from_state(value_fn)(flat, state=opt_state)
+        updates, new_state = opt.update(grads, opt_state, flat, value=value, grad=grads,
                                         value_fn=value_fn)
-        new_params = optax.apply_updates(params, updates)
+        new_flat = optax.apply_updates(flat, updates)
         stalled = ~(optax.tree_utils.tree_get(new_state, "value") < value)
         keep = lambda old, new: jax.tree_util.tree_map(lambda a, b: jnp.where(stalled, a, b), old, new)
-        return i + 1, keep(params, new_params), keep(opt_state, new_state), stalled
+        return i + 1, keep(flat, new_flat), keep(opt_state, new_state), stalled
 
-    carry = (jnp.zeros((), jnp.int32), params, opt_state, jnp.zeros((), bool))
-    _, params, opt_state, stalled = jax.lax.while_loop(
+    carry = (jnp.zeros((), jnp.int32), _ravel(params), opt_state, jnp.zeros((), bool))
+    _, flat, opt_state, stalled = jax.lax.while_loop(
         lambda c: (c[0] < iterations) & ~c[3], body, carry)
+    params = _unravel(flat, params)
     _, aux = objective(params, static, x, y)
     return params, opt_state, aux, stalled
 
@@ -266,7 +295,8 @@ def fit(
     monitor = (val_x, val_y) if val_data is not None else (x, y)
 
     params, static = eqx.partition(model, trainable_filter(model))
-    opt_state = _strong_types(opt.init(params))
+    init_state = (lambda p: _lbfgs_init(opt, p)) if is_lbfgs else (lambda p: _strong_types(opt.init(p)))
+    opt_state = init_state(params)
     history: dict[str, list[float]] = {"step": [], "train_loss": [], "reg": []}
     if val_data is not None:
         history["val_loss"] = []
@@ -292,7 +322,7 @@ def fit(
             # L-BFGS curvature memory refers to the old coefficients; a grid that stopped being
             # uniform also changes the model's structure.
             if is_lbfgs or jax.tree_util.tree_structure(params) != old_structure:
-                opt_state = _strong_types(opt.init(params))
+                opt_state = init_state(params)
         if use_batches:
             key, sub = jax.random.split(key)
             idx = jax.random.choice(sub, n, (batch_size,), replace=False)
