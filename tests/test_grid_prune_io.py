@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from bases import BSpline
+import kan
 from kan import KAN, KANLayer, fit, load, prune, refine, save, update_grid, update_layer_grid
 from kan.edit.grid import refit_basis
 
@@ -117,3 +118,35 @@ def test_prune_drops_hidden_nodes_left_with_only_masked_edges():
     pruned = prune(model, x, node_th=1e-6)  # node threshold too low to remove node 2 by its score
     assert pruned.widths == (2, 2, 1)
     np.testing.assert_allclose(np.asarray(pruned(x)), np.asarray(model(x)), atol=5e-3)
+
+
+def test_prune_by_masks_keeps_shapes_and_matches_the_shrunk_model():
+    model = KAN([2, 4, 1], key=jax.random.PRNGKey(0))
+    last = model.layers[1]
+    last = eqx.tree_at(lambda l: (l.spline_weight, l.base_weight), last,
+                       (last.spline_weight.at[:, [1, 3]].set(0.0), last.base_weight.at[:, [1, 3]].set(0.0)))
+    model = eqx.tree_at(lambda m: m.layers, model, (model.layers[0], last))
+    x = jax.random.uniform(jax.random.PRNGKey(1), (200, 2), minval=-1, maxval=1)
+    masked = prune(model, x, shrink=False)
+    assert masked.widths == (2, 4, 1)
+    np.testing.assert_array_equal(np.asarray(masked.layers[0].edge_mask)[[1, 3]], 0.0)  # into nodes 1, 3
+    np.testing.assert_array_equal(np.asarray(masked.layers[1].edge_mask)[:, [1, 3]], 0.0)  # out of them
+    np.testing.assert_allclose(np.asarray(masked(x)), np.asarray(prune(model, x)(x)), atol=1e-6)
+    assert kan.drop_disconnected_nodes(masked).widths == (2, 2, 1)
+
+
+def test_a_traced_lamb_shares_one_program_and_zero_lamb_equals_no_regulariser():
+    from kan.train.fit import _lbfgs_step
+
+    model = KAN([2, 3, 1], grid_size=3, key=jax.random.PRNGKey(0))
+    x = jax.random.uniform(jax.random.PRNGKey(1), (64, 2), minval=-1, maxval=1)
+    data = (x, jnp.sin(x[:, :1]) * x[:, 1:])
+    kw = dict(steps=2, optimizer="lbfgs", lbfgs_iterations=3, update_grid=False, progress=False)
+    fit(model, data, lamb=1e-3, regularize=True, **kw)
+    before = _lbfgs_step._cached._cache_size()
+    with_reg, hist = fit(model, data, lamb=0.0, regularize=True, **kw)
+    assert _lbfgs_step._cached._cache_size() == before  # no new program for another lamb
+    plain, _ = fit(model, data, **kw)
+    np.testing.assert_allclose(np.asarray(with_reg(x)), np.asarray(plain(x)), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="regularize"):
+        fit(model, data, lamb=1e-3, regularize=False, **kw)

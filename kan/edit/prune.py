@@ -28,9 +28,24 @@ def keep_hidden_nodes(model, hidden: int, keep: np.ndarray):
     return replace_fields(model, **changes)
 
 
-def prune_nodes(model, x: Float[Array, "n in"], node_th: float = 1e-2):
-    """Remove hidden nodes whose attribution score is at most ``node_th`` (the model gets narrower).
-    A layer keeps at least its best node."""
+def mask_hidden_nodes(model, hidden: int, keep: np.ndarray):
+    """``model`` with every edge into and out of the nodes of hidden layer ``hidden`` that are not in
+    ``keep`` masked: the same function as :func:`keep_hidden_nodes` gives, in the same shapes (so
+    compiled programs are reused; :func:`drop_disconnected_nodes` removes the nodes later)."""
+    layers = list(model.layers)
+    width = layers[hidden].in_features
+    dropped = np.setdiff1d(np.arange(width), keep)
+    sub_dropped = np.isin(node_to_subnodes(width, mult_counts(model)[hidden - 1]), dropped)
+    into = np.asarray(layers[hidden - 1].edge_mask) * ~sub_dropped[:, None]
+    out_of = np.asarray(layers[hidden].edge_mask) * ~np.isin(np.arange(width), dropped)[None, :]
+    return eqx.tree_at(lambda m: (m.layers[hidden - 1].edge_mask, m.layers[hidden].edge_mask), model,
+                       (jnp.asarray(into, jnp.float32), jnp.asarray(out_of, jnp.float32)))
+
+
+def prune_nodes(model, x: Float[Array, "n in"], node_th: float = 1e-2, *, shrink: bool = True):
+    """Remove hidden nodes whose attribution score is at most ``node_th`` (the model gets narrower;
+    with ``shrink=False`` their edges are masked instead, shapes unchanged). A layer keeps at least
+    its best node."""
     node_scores, _ = attribution_scores(model, jnp.asarray(x))
     for hidden in range(1, len(model.layers)):
         scores = np.asarray(node_scores[hidden])
@@ -38,7 +53,7 @@ def prune_nodes(model, x: Float[Array, "n in"], node_th: float = 1e-2):
         if keep.size == 0:
             keep = np.array([int(np.argmax(scores))])
         if keep.size < scores.size:
-            model = keep_hidden_nodes(model, hidden, keep)
+            model = (keep_hidden_nodes if shrink else mask_hidden_nodes)(model, hidden, keep)
     return model
 
 
@@ -71,16 +86,22 @@ def _active_edges(model) -> int:
 
 
 def prune(model, x: Float[Array, "n in"], node_th: float = 1e-2, edge_th: float = 3e-2, *,
-          verbose: bool = False):
+          verbose: bool = False, shrink: bool = True):
     """``prune_nodes`` then ``prune_edges`` on the data ``x`` (pykan's ``prune``), then
     ``drop_disconnected_nodes`` for hidden nodes left with only masked edges. ``verbose`` prints the
-    widths and active edges before and after, and the time taken."""
+    widths and active edges before and after, and the time taken.
+
+    ``shrink=False`` prunes by masks only: the model keeps its shapes (pruned nodes have all their
+    edges masked), so retraining it reuses the programs compiled for the unpruned model; call
+    :func:`drop_disconnected_nodes` afterwards for the narrow model. Both give the same function."""
     start = time.perf_counter()
     x = jnp.asarray(x)
     if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] != model.layers[0].in_features:
         raise ValueError(f"prune: expected x of shape (n>=1, {model.layers[0].in_features}), got {x.shape}")
-    pruned = drop_disconnected_nodes(prune_edges(prune_nodes(model, x, node_th), x, edge_th))
+    pruned = prune_edges(prune_nodes(model, x, node_th, shrink=shrink), x, edge_th)
+    narrow = drop_disconnected_nodes(pruned)
     if verbose:
-        print(f"prune: widths {list(model.widths)} -> {list(pruned.widths)}, active edges "
+        masked = "" if shrink else " (by masks; shapes kept)"
+        print(f"prune: widths {list(model.widths)} -> {list(narrow.widths)}{masked}, active edges "
               f"{_active_edges(model)} -> {_active_edges(pruned)} ({time.perf_counter() - start:.1f} s)")
-    return pruned
+    return narrow if shrink else pruned

@@ -115,16 +115,19 @@ def _make_optimizer(optimizer: Union[str, optax.GradientTransformation], learnin
 
 
 class _Objective(eqx.Module):
-    """Training objective ``loss(model(x), y) + lamb * reg``; returns (total, (loss, reg))."""
+    """Training objective ``loss(model(x), y) + lamb * reg``; returns (total, (loss, reg)). ``lamb`` is
+    traced, so fits that differ only in its value share one compiled program; ``regularize`` (static)
+    says whether the regulariser is computed at all."""
 
     loss_fn: Callable = eqx.field(static=True)
-    lamb: float = eqx.field(static=True)
+    regularize: bool = eqx.field(static=True)
+    lamb: Array
     lamb_l1: float = eqx.field(static=True)
     lamb_entropy: float = eqx.field(static=True)
 
     def __call__(self, params, static, x, y):
         model = eqx.combine(params, static)
-        if self.lamb > 0:
+        if self.regularize:
             pred, reg = sparsity_regularizer(model, x, self.lamb_l1, self.lamb_entropy)
         else:
             pred, reg = model(x), jnp.zeros(())
@@ -232,6 +235,7 @@ def fit(
     lamb: float = 0.0,
     lamb_l1: float = 1.0,
     lamb_entropy: float = 2.0,
+    regularize: Optional[bool] = None,
     update_grid: bool = True,
     grid_update_every: int = 5,
     stop_grid_update_step: int = 50,
@@ -254,6 +258,10 @@ def fit(
         early once a line search no longer lowers the loss; the steps after such a stall are skipped up
         to the next grid update, or to the end) or any optax transformation. ``batch_size=None`` uses the full batch; otherwise a random mini-batch per step.
     lamb: weight of the sparsity regulariser (pykan's ``lamb``; ``lamb_l1`` and ``lamb_entropy`` inside).
+    regularize: whether the objective computes the regulariser (default: ``lamb > 0``). ``lamb`` is a
+        traced value, so with ``regularize=True`` fits of one model shape with any ``lamb`` (0 included,
+        e.g. training with the regulariser, then retraining a mask-pruned model without it) run one
+        compiled program; without the regulariser the program is smaller and faster.
     update_grid: for grid bases, re-fit the grids to the training inputs every ``grid_update_every``
         steps before ``stop_grid_update_step`` (pykan's schedule), keeping the edge functions.
     patience: stop when the validation loss (train loss without ``val_data``) has not improved for this
@@ -289,7 +297,11 @@ def fit(
         raise ValueError("fit: L-BFGS is full-batch; leave batch_size=None")
     key = jax.random.PRNGKey(0) if key is None else key
     opt = _make_optimizer(optimizer, learning_rate, weight_decay)
-    objective = _Objective(loss_fn, float(lamb), float(lamb_l1), float(lamb_entropy))
+    regularize = lamb > 0 if regularize is None else bool(regularize)
+    if lamb > 0 and not regularize:
+        raise ValueError(f"fit: lamb={lamb} > 0 needs the regulariser; leave regularize=None or set it True")
+    objective = _Objective(loss_fn, regularize, jnp.asarray(lamb, jnp.float32), float(lamb_l1),
+                           float(lamb_entropy))
     step_fn = functools.partial(_lbfgs_step, iterations=int(lbfgs_iterations)) if is_lbfgs else _first_order_step
     grid_updates = update_grid and _has_grid(model)
     monitor = (val_x, val_y) if val_data is not None else (x, y)
