@@ -68,14 +68,19 @@ def test_update_grid_model_and_bad_samples():
         update_grid(model, x[:, :1])
 
 
-def test_prune_removes_dead_hidden_nodes_and_keeps_outputs():
+def _model_with_dead_nodes():
+    """A [2, 4, 1] KAN whose hidden nodes 1 and 3 feed nothing (outgoing edges zero), and inputs."""
     model = KAN([2, 4, 1], key=jax.random.PRNGKey(0))
-    # Hidden nodes 1 and 3 feed nothing: their outgoing edges are zero.
     last = model.layers[1]
     last = eqx.tree_at(lambda l: (l.spline_weight, l.base_weight), last,
                        (last.spline_weight.at[:, [1, 3]].set(0.0), last.base_weight.at[:, [1, 3]].set(0.0)))
     model = eqx.tree_at(lambda m: m.layers, model, (model.layers[0], last))
     x = jax.random.uniform(jax.random.PRNGKey(1), (200, 2), minval=-1, maxval=1)
+    return model, x
+
+
+def test_prune_removes_dead_hidden_nodes_and_keeps_outputs():
+    model, x = _model_with_dead_nodes()
     pruned = prune(model, x)
     assert pruned.widths == (2, 2, 1)
     np.testing.assert_allclose(np.asarray(pruned(x)), np.asarray(model(x)), atol=1e-5)
@@ -121,12 +126,7 @@ def test_prune_drops_hidden_nodes_left_with_only_masked_edges():
 
 
 def test_prune_by_masks_keeps_shapes_and_matches_the_shrunk_model():
-    model = KAN([2, 4, 1], key=jax.random.PRNGKey(0))
-    last = model.layers[1]
-    last = eqx.tree_at(lambda l: (l.spline_weight, l.base_weight), last,
-                       (last.spline_weight.at[:, [1, 3]].set(0.0), last.base_weight.at[:, [1, 3]].set(0.0)))
-    model = eqx.tree_at(lambda m: m.layers, model, (model.layers[0], last))
-    x = jax.random.uniform(jax.random.PRNGKey(1), (200, 2), minval=-1, maxval=1)
+    model, x = _model_with_dead_nodes()
     masked = prune(model, x, shrink=False)
     assert masked.widths == (2, 4, 1)
     np.testing.assert_array_equal(np.asarray(masked.layers[0].edge_mask)[[1, 3]], 0.0)  # into nodes 1, 3
