@@ -34,10 +34,10 @@ def mask_hidden_nodes(model, hidden: int, keep: np.ndarray):
     compiled programs are reused; :func:`drop_disconnected_nodes` removes the nodes later)."""
     layers = list(model.layers)
     width = layers[hidden].in_features
-    dropped = np.setdiff1d(np.arange(width), keep)
-    sub_dropped = np.isin(node_to_subnodes(width, mult_counts(model)[hidden - 1]), dropped)
-    into = np.asarray(layers[hidden - 1].edge_mask) * ~sub_dropped[:, None]
-    out_of = np.asarray(layers[hidden].edge_mask) * ~np.isin(np.arange(width), dropped)[None, :]
+    kept = np.isin(np.arange(width), keep)
+    kept_subnodes = kept[node_to_subnodes(width, mult_counts(model)[hidden - 1])]
+    into = np.asarray(layers[hidden - 1].edge_mask) * kept_subnodes[:, None]
+    out_of = np.asarray(layers[hidden].edge_mask) * kept[None, :]
     return eqx.tree_at(lambda m: (m.layers[hidden - 1].edge_mask, m.layers[hidden].edge_mask), model,
                        (jnp.asarray(into, jnp.float32), jnp.asarray(out_of, jnp.float32)))
 
@@ -99,7 +99,7 @@ def prune(model, x: Float[Array, "n in"], node_th: float = 1e-2, edge_th: float 
     if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] != model.layers[0].in_features:
         raise ValueError(f"prune: expected x of shape (n>=1, {model.layers[0].in_features}), got {x.shape}")
     pruned = prune_edges(prune_nodes(model, x, node_th, shrink=shrink), x, edge_th)
-    narrow = drop_disconnected_nodes(pruned)
+    narrow = drop_disconnected_nodes(pruned) if shrink or verbose else None
     if verbose:
         masked = "" if shrink else " (by masks; shapes kept)"
         print(f"prune: widths {list(model.widths)} -> {list(narrow.widths)}{masked}, active edges "

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float, PRNGKeyArray
 from tqdm.auto import tqdm
 
@@ -142,28 +143,9 @@ def _first_order_step(objective, opt, params, static, opt_state, x, y):
     return optax.apply_updates(params, updates), opt_state, aux, jnp.zeros((), bool)
 
 
-def _ravel(params: Any) -> Array:
-    """The trainable leaves of ``params`` as one flat vector (in their common dtype)."""
-    leaves = jax.tree_util.tree_leaves(params)
-    dtype = jnp.result_type(*leaves)
-    return jnp.concatenate([jnp.ravel(leaf).astype(dtype) for leaf in leaves])
-
-
-def _unravel(flat: Array, like: Any) -> Any:
-    """Inverse of :func:`_ravel`: ``flat`` cut into the shapes and dtypes of ``like``'s leaves."""
-    leaves, treedef = jax.tree_util.tree_flatten(like)
-    out, start = [], 0
-    for leaf in leaves:
-        out.append(flat[start:start + leaf.size].reshape(leaf.shape).astype(leaf.dtype))
-        start += leaf.size
-    return jax.tree_util.tree_unflatten(treedef, out)
-
-
 def _lbfgs_init(opt: optax.GradientTransformation, params: Any) -> Any:
     """L-BFGS state for the flat parameter vector that :func:`_lbfgs_step` works on."""
-    leaves = jax.tree_util.tree_leaves(params)
-    size = sum(leaf.size for leaf in leaves)
-    return _strong_types(opt.init(jnp.zeros((size,), jnp.result_type(*leaves))))
+    return _strong_types(opt.init(ravel_pytree(params)[0]))
 
 
 @eqx.filter_jit
@@ -178,7 +160,8 @@ def _lbfgs_step(objective, opt, params, static, opt_state, x, y, iterations: int
     L-BFGS runs on the parameters as one flat vector (state from :func:`_lbfgs_init`): its two-loop
     recursion and line search then emit each vector operation once instead of once per parameter
     array, which cuts the compiled program several-fold (most of a small fit's time is compiling it)."""
-    value_fn = lambda flat: objective(_unravel(flat, params), static, x, y)[0]
+    flat, unravel = ravel_pytree(params)
+    value_fn = lambda flat: objective(unravel(flat), static, x, y)[0]
 
     def body(carry):
         i, flat, opt_state, _ = carry
@@ -190,10 +173,10 @@ def _lbfgs_step(objective, opt, params, static, opt_state, x, y, iterations: int
         keep = lambda old, new: jax.tree_util.tree_map(lambda a, b: jnp.where(stalled, a, b), old, new)
         return i + 1, keep(flat, new_flat), keep(opt_state, new_state), stalled
 
-    carry = (jnp.zeros((), jnp.int32), _ravel(params), opt_state, jnp.zeros((), bool))
+    carry = (jnp.zeros((), jnp.int32), flat, opt_state, jnp.zeros((), bool))
     _, flat, opt_state, stalled = jax.lax.while_loop(
         lambda c: (c[0] < iterations) & ~c[3], body, carry)
-    params = _unravel(flat, params)
+    params = unravel(flat)
     _, aux = objective(params, static, x, y)
     return params, opt_state, aux, stalled
 
@@ -317,14 +300,14 @@ def fit(
     bar = tqdm(total=steps, disable=not progress, desc="fit", leave=False, unit="step")
     compile_note: dict[str, str] = {}
     started = time.perf_counter()
-    grid_steps = [s for s in range(0, min(steps, stop_grid_update_step), grid_update_every)] if grid_updates else []
+    grid_steps = range(0, min(steps, stop_grid_update_step) if grid_updates else 0, grid_update_every)
     stalled = False
     for step in range(steps):
         is_grid_step = step in grid_steps
         if stalled and not is_grid_step:
             # The last L-BFGS step stalled (see _lbfgs_step): from the same state it would stall again.
             # Wait for the next grid update, which changes the model; stop when none is left.
-            if not any(s > step for s in grid_steps):
+            if not grid_steps or grid_steps[-1] < step:
                 break
             continue
         if is_grid_step:
