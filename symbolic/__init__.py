@@ -9,6 +9,7 @@ from .formula import (Formula, canonicalize, default_variables, edge_expression,
 from .layerwise import snap_layerwise
 from .library import BUILTIN_NAMES, Library, LibraryEntry, add_function, function_names, get_entry
 from .select import select_by_formula
+from .terms import additive_terms, drop_terms
 from .snap import (SnapRecord, auto_symbolic, fix_after_products, fix_symbolic, release_after_products,
                    symbolic_status, unfix_symbolic)
 
@@ -24,11 +25,13 @@ __all__ = [
     "SnapResult",
     "SymbolicRegressor",
     "add_function",
+    "additive_terms",
     "auto_symbolic",
     "canonicalize",
     "choose",
     "default_variables",
     "discover",
+    "drop_terms",
     "edge_expression",
     "extract_formula",
     "fit_curves",

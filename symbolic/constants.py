@@ -11,6 +11,7 @@ the snap is kept only if the RMSE on held-out data stays within ``rtol`` (relati
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Optional, Sequence
 
 import numpy as np
@@ -163,20 +164,27 @@ def _refitted(expr: sp.Expr, variables: Sequence[sp.Symbol],
     return problem, refit(problem, problem.values, np.ones(len(problem.params), bool), x, y.reshape(-1))
 
 
+def refit_scored(expr: sp.Expr, variables: Sequence[sp.Symbol], train: tuple[np.ndarray, np.ndarray],
+                 val: tuple[np.ndarray, np.ndarray]) -> tuple[sp.Expr, float]:
+    """``expr`` with all its floats refitted on ``train = (x (n, d), y (n,))`` by Levenberg-Marquardt,
+    and its RMSE on ``val`` (inf if it fails)."""
+    problem, values = _refitted(expr, variables, train)
+    vx, vy = (np.asarray(a, np.float64) for a in val)
+    score = _rmse(problem.predict(vx, values), vy.reshape(-1))
+    return problem.template.xreplace({p: sp.Float(float(v), 15) for p, v in zip(problem.params, values)}), score
+
+
 def refit_expr(expr: sp.Expr, variables: Sequence[sp.Symbol], train: tuple[np.ndarray, np.ndarray]) -> sp.Expr:
     """``expr`` with all its floats refitted on ``train = (x (n, d), y (n,))`` by Levenberg-Marquardt."""
     if not expr.atoms(sp.Float):
         return expr
-    problem, values = _refitted(expr, variables, train)
-    return problem.template.xreplace({p: sp.Float(float(v), 15) for p, v in zip(problem.params, values)})
+    return refit_scored(expr, variables, train, train)[0]
 
 
 def refit_rmse(expr: sp.Expr, variables: Sequence[sp.Symbol], train: tuple[np.ndarray, np.ndarray],
                val: tuple[np.ndarray, np.ndarray]) -> float:
     """Validation RMSE of ``expr`` after refitting all its floats on ``train`` (inf if it fails)."""
-    problem, values = _refitted(expr, variables, train)
-    vx, vy = (np.asarray(a, np.float64) for a in val)
-    return _rmse(problem.predict(vx, values), vy.reshape(-1))
+    return refit_scored(expr, variables, train, val)[1]
 
 
 @dataclasses.dataclass
@@ -198,11 +206,19 @@ def snap_constants(
     rtol: float = 0.1,
     atol: float = 1e-5,
     digits: int = 6,
+    max_seconds: Optional[float] = None,
     _again: bool = True,
 ) -> SnapResult:
     """Refit the floats of ``expr`` on ``train = (x (n, d), y (n,))`` and snap them to nice values
     where the RMSE on ``val`` (default: train) stays <= ``max((1 + rtol) * before, atol * std(y))``.
-    Unsnapped constants are rounded to ``digits`` significant digits."""
+    Unsnapped constants are rounded to ``digits`` significant digits.
+
+    Cost: each trial value is a Levenberg-Marquardt refit whose Jacobian takes two evaluations per
+    constant, so a formula with P constants costs ~P^2 refit evaluations (minutes for a wrong formula
+    with dozens of constants). After ``max_seconds`` (None: no limit) no further values are tried: the
+    constants snapped by then stay snapped, the rest keep their refitted values."""
+    deadline = None if max_seconds is None else time.perf_counter() + max_seconds
+    out_of_time = lambda: deadline is not None and time.perf_counter() > deadline
     variables = tuple(variables)
     x, y = (np.asarray(a, np.float64) for a in train)
     vx, vy = (x, y) if val is None else (np.asarray(a, np.float64) for a in val)
@@ -225,6 +241,8 @@ def snap_constants(
         order.append((abs(float(v) - float(cands[0])) / max(abs(float(v)), 1.0), j))
     for _, j in sorted(order):
         for cand in _trials(float(values[j])):
+            if out_of_time():
+                break
             trial_free = free.copy()
             trial_free[j] = False
             trial = values.copy()
@@ -238,8 +256,10 @@ def snap_constants(
     snapped = [(float(problem.values[j]), exact[j]) for j in sorted(exact)]
     result = template.xreplace(subs)
     collapsed = collapse_numbers(result)
-    if _again and collapsed != result and collapsed.atoms(sp.Float):
-        second = snap_constants(collapsed, variables, train, val, rtol=rtol, atol=atol, digits=digits, _again=False)
+    if _again and collapsed != result and collapsed.atoms(sp.Float) and not out_of_time():
+        left = None if deadline is None else deadline - time.perf_counter()
+        second = snap_constants(collapsed, variables, train, val, rtol=rtol, atol=atol, digits=digits,
+                                max_seconds=left, _again=False)
         if second.rmse_after <= threshold:
             return SnapResult(second.expr, before, second.rmse_after, snapped + second.snapped)
     rounded = {f: sp.Float(float(f), digits) for f in result.atoms(sp.Float)}

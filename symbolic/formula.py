@@ -6,6 +6,7 @@ and a jitted JAX callable, with the formula's RMSE on data beside the network's.
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Any, Callable, Optional, Sequence
 
 import equinox as eqx
@@ -19,6 +20,7 @@ from kan.layers.mult import combine_expressions, mult_counts
 
 from .constants import safe_lambdify, snap_constants
 from .library import get_entry
+from .terms import drop_terms
 
 _SIMPLIFY_MAX_OPS = 120
 _predict = eqx.filter_jit(lambda model, x: model(x))
@@ -205,10 +207,15 @@ def extract_formula(
     rtol: float = 0.1,
     atol: float = 1e-5,
     variables: Optional[Sequence[sp.Symbol]] = None,
+    max_seconds: Optional[float] = None,
 ) -> list[Formula]:
     """The model's formulas (one per output), constants refitted on ``data`` and snapped to nice
     values where the RMSE on ``val_data`` (default ``data``) keeps its accuracy; each Formula carries
-    its RMSE and the network's on ``val_data``."""
+    its RMSE and the network's on ``val_data``. Constant snapping (the slow part for a large formula,
+    see :func:`symbolic.snap_constants`) stops trying values after ``max_seconds`` in all (None: no
+    limit); the formulas are still returned, with their remaining constants refitted."""
+    deadline = None if max_seconds is None else time.perf_counter() + max_seconds
+    left = lambda: None if deadline is None else max(0.0, deadline - time.perf_counter())
     x, y = (np.asarray(a, np.float64) for a in data)
     vx, vy = (x, y) if val_data is None else (np.asarray(a, np.float64) for a in val_data)
     if y.ndim != 2 or vy.ndim != 2 or y.shape[1] != model.widths[-1]:
@@ -220,13 +227,17 @@ def extract_formula(
         expr = canonicalize(expr)
         before = float("nan")
         if snap:
-            result = snap_constants(expr, variables, (x, y[:, o]), (vx, vy[:, o]), rtol=rtol, atol=atol)
+            expr = drop_terms(expr, variables, (x, y[:, o]), (vx, vy[:, o]), rtol=rtol, atol=atol,
+                              max_seconds=left())
+            result = snap_constants(expr, variables, (x, y[:, o]), (vx, vy[:, o]), rtol=rtol, atol=atol,
+                                    max_seconds=left())
             expr, before = result.expr, result.rmse_before
         expr = simplify(expr)
         if snap and expr.atoms(sp.Float):
             # Simplification can merge snapped and unsnapped parts into new floats
             # (exp(1.1447) -> 3.14159): give those one more snapping pass.
-            again = snap_constants(canonicalize(expr), variables, (x, y[:, o]), (vx, vy[:, o]), rtol=rtol, atol=atol)
+            again = snap_constants(canonicalize(expr), variables, (x, y[:, o]), (vx, vy[:, o]), rtol=rtol,
+                                   atol=atol, max_seconds=left())
             if again.snapped:
                 expr = simplify(again.expr)
         formula = Formula(expr, variables, network_rmse=_rmse(net[:, o], vy[:, o]), rmse_before_snapping=before)
