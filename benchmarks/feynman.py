@@ -5,7 +5,9 @@ Every equation runs through fit (with the sparsity regulariser, from 6 random st
 best networks: prune -> grid extension to G = 20 -> refit -> snap layer by layer with refits
 (``symbolic.snap_layerwise``) -> swap look-alike edges by whole-formula fit
 (``symbolic.select_by_formula``) -> whole-model formula with constant snapping; the formula with the
-lower validation RMSE is kept. An equation counts as recovered exactly when
+lower validation RMSE is kept; the search ends early once a formula's validation RMSE is within
+float32 precision (``EXACT_RMSE`` * std(y)), and each formula-level stage has a time limit
+(``FORMULA_SECONDS``). An equation counts as recovered exactly when
 ``sympy.simplify(recovered - truth) == 0`` (also tried on the difference rewritten in exponentials
 and with addition theorems expanded), after a numeric check on test points. The KAN shape per equation is a small hand-chosen
 shape under which the equation is exactly representable with library functions (e.g. products as
