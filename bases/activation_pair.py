@@ -26,7 +26,7 @@ from .relu_kan import PhaseBasis
 def sigmoid(x: Float[Array, "..."]) -> Float[Array, "..."]:
     """The logistic function as ``(1 + tanh(x / 2)) / 2``: the same function (within 2 float32 ulps),
     but XLA on CPU expands ``jax.nn.sigmoid``'s logistic op into a code path ~8x slower than its
-    vectorised tanh (1024 x 128 x 6 elements: 7.4 ms vs 0.95 ms on 2 cores)."""
+    vectorised tanh (1024 x 128 x 6 elements: 7.4 ms vs 0.95 ms on 2 cores, with another job running)."""
     return 0.5 + 0.5 * jnp.tanh(0.5 * x)
 
 
@@ -85,8 +85,9 @@ def get_function_type(name: str) -> Callable[[Array, Array], Array]:
 @partial(jax.checkpoint, static_argnums=(0, 1))
 def _pair_features(activation: str, function_type: str, x: Array, start: Array, end: Array) -> Array:
     """``f(act(x - s), act(e - x))`` for ``x`` ``(..., d, 1)``; rematerialised: the backward pass rebuilds
-    the activations from ``x`` instead of keeping several ``(..., d, k)`` intermediates (AF-KAN layer
-    128 -> 128, batch 1024, fwd+bwd: 7.1x -> 5.7x an MLP layer's time on 2 CPU cores)."""
+    the activations from ``x`` instead of keeping several ``(..., d, k)`` intermediates (with the tanh-form
+    SiLU: AF-KAN layer 128 -> 128, batch 1024, fwd+bwd from 7.2-7.5x to 5.8-6.5x an MLP layer's time on
+    2 idle CPU cores, ``benchmarks.layers``)."""
     act = ACTIVATIONS[activation]
     return FUNCTION_TYPES[function_type](act(x - start), act(end - x))
 
