@@ -23,8 +23,10 @@ from jaxtyping import Array, Float
 
 from .relu_kan import PhaseBasis
 
+
 def sigmoid(x: Float[Array, "..."]) -> Float[Array, "..."]:
-    """The logistic function as ``(1 + tanh(x / 2)) / 2``: the same function (within 2 float32 ulps),
+    """The logistic function as ``(1 + tanh(x / 2)) / 2``: within 2e-7 absolute of ``jax.nn.sigmoid`` in
+    float32 (it rounds to 0 below x ~ -17, where the logistic is under 1e-7, so not for log-probabilities),
     but XLA on CPU expands ``jax.nn.sigmoid``'s logistic op into a code path ~8x slower than its
     vectorised tanh (1024 x 128 x 6 elements: 7.4 ms vs 0.95 ms on 2 cores, with another job running)."""
     return 0.5 + 0.5 * jnp.tanh(0.5 * x)
