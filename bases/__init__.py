@@ -1,5 +1,10 @@
 """Univariate basis-function families for KAN layers: features ``(..., d) -> (..., d, k)``."""
 
+from .xla_cpu import configure_xla_cpu
+
+configure_xla_cpu()  # before anything here compiles: see bases.xla_cpu
+
+
 from .basis import Basis, check_last_dim, gaussian_expectation
 from .activation_pair import ACTIVATIONS, FUNCTION_TYPES, ActivationPair, get_activation, get_function_type
 from .bspline import BSpline
