@@ -23,7 +23,10 @@ from tqdm.auto import tqdm
 from bases import trainable_filter
 
 from ..edit.grid import update_grid as _update_grid
+from .lbfgs import LBFGSState, lbfgs_init, lbfgs_run
 from .regularization import sparsity_regularizer
+
+LBFGS_MEMORY = 10
 
 Data = tuple[Float[Array, "n in"], Float[Array, "n out"]]
 
@@ -102,7 +105,7 @@ def _strong_types(tree: Any) -> Any:
 
 @functools.lru_cache(maxsize=32)
 def _make_optimizer(optimizer: Union[str, optax.GradientTransformation], learning_rate: float,
-                    weight_decay: float) -> optax.GradientTransformation:
+                    weight_decay: float) -> Optional[optax.GradientTransformation]:
     if not isinstance(optimizer, str):
         return optimizer
     optimizer = optimizer.lower()
@@ -111,7 +114,7 @@ def _make_optimizer(optimizer: Union[str, optax.GradientTransformation], learnin
     if optimizer == "adamw":
         return optax.adamw(learning_rate, weight_decay=weight_decay)
     if optimizer == "lbfgs":
-        return optax.lbfgs(memory_size=10)
+        return None  # kan.train.lbfgs, not an optax transformation
     raise ValueError(f"fit: unknown optimizer {optimizer!r}; use 'adam', 'adamw', 'lbfgs' or an optax transformation")
 
 
@@ -143,42 +146,28 @@ def _first_order_step(objective, opt, params, static, opt_state, x, y):
     return optax.apply_updates(params, updates), opt_state, aux, jnp.zeros((), bool)
 
 
-def _lbfgs_init(opt: optax.GradientTransformation, params: Any) -> Any:
-    """L-BFGS state for the flat parameter vector that :func:`_lbfgs_step` works on."""
-    return _strong_types(opt.init(ravel_pytree(params)[0]))
+def _lbfgs_init(params: Any) -> LBFGSState:
+    """Empty L-BFGS memory for the flat parameter vector that :func:`_lbfgs_step` works on; the
+    auxiliary output it tracks is the objective's ``(loss, reg)``."""
+    flat = ravel_pytree(params)[0]
+    zero = jnp.zeros((), flat.dtype)
+    return lbfgs_init(flat, (zero, zero), memory=LBFGS_MEMORY)
 
 
 @eqx.filter_jit
 def _lbfgs_step(objective, opt, params, static, opt_state, x, y, iterations: int):
     """Up to ``iterations`` L-BFGS iterations in one compiled loop (one pykan "step" is torch's default
-    of up to 20 L-BFGS iterations). The loop stops at the first iteration whose line search does not
-    lower the objective (converged to float precision, or NaN): that iteration is undone (parameters and
-    optimiser state), so the returned pair is the best reached, and ``stalled`` is True. Restarting from
-    that state would stall again at once. Without this stop a converged float32 fit spends every later
-    iteration on a failed 20-step line search (seen in the demo's G=10 retrain: ~90% of its run time).
-
-    L-BFGS runs on the parameters as one flat vector (state from :func:`_lbfgs_init`): its two-loop
-    recursion and line search then emit each vector operation once instead of once per parameter
-    array, which cuts the compiled program several-fold (most of a small fit's time is compiling it)."""
+    of up to 20 L-BFGS iterations; :func:`kan.train.lbfgs.lbfgs_run`, strong-Wolfe line search, one
+    objective call site). The loop stops at the first line search that finds no lower objective
+    (converged to float precision, or NaN): the point and memory stay those before it, and ``stalled`` is
+    True. Restarting from that state would stall again at once. Without this stop a converged float32 fit
+    spends every later iteration on a failed line search (seen in the demo's G=10 retrain: ~90% of its
+    run time). ``opt`` is unused (the L-BFGS constants are fixed); parameters run as one flat vector."""
+    del opt
     flat, unravel = ravel_pytree(params)
-    value_fn = lambda flat: objective(unravel(flat), static, x, y)[0]
-
-    def body(carry):
-        i, flat, opt_state, _ = carry
-        value, grads = optax.value_and_grad_from_state(value_fn)(flat, state=opt_state)
-        updates, new_state = opt.update(grads, opt_state, flat, value=value, grad=grads,
-                                        value_fn=value_fn)
-        new_flat = optax.apply_updates(flat, updates)
-        stalled = ~(optax.tree_utils.tree_get(new_state, "value") < value)
-        keep = lambda old, new: jax.tree_util.tree_map(lambda a, b: jnp.where(stalled, a, b), old, new)
-        return i + 1, keep(flat, new_flat), keep(opt_state, new_state), stalled
-
-    carry = (jnp.zeros((), jnp.int32), flat, opt_state, jnp.zeros((), bool))
-    _, flat, opt_state, stalled = jax.lax.while_loop(
-        lambda c: (c[0] < iterations) & ~c[3], body, carry)
-    params = unravel(flat)
-    _, aux = objective(params, static, x, y)
-    return params, opt_state, aux, stalled
+    value_and_grad = jax.value_and_grad(lambda v: objective(unravel(v), static, x, y), has_aux=True)
+    flat, opt_state, stalled = lbfgs_run(value_and_grad, flat, opt_state, iterations)
+    return unravel(flat), opt_state, opt_state.aux, stalled
 
 
 @eqx.filter_jit
@@ -236,7 +225,8 @@ def fit(
     data: an ``(x, y)`` pair of arrays or array-likes, or pykan's dataset dict (``train_input``,
         ``train_label``; its ``test_input``/``test_label`` become ``val_data`` unless given: pykan
         reports that split as "test", here it is what ``patience`` monitors).
-    optimizer: "adam", "adamw", "lbfgs" (any case; full batch, optax.lbfgs with zoom line search; each
+    optimizer: "adam", "adamw", "lbfgs" (any case; full batch, :mod:`kan.train.lbfgs` with a strong-Wolfe
+        line search and a memory of 10 pairs, torch's constants; each
         step runs up to ``lbfgs_iterations`` iterations, like one torch ``LBFGS.step`` in pykan, and stops
         early once a line search no longer lowers the loss; the steps after such a stall are skipped up
         to the next grid update, or to the end) or any optax transformation. ``batch_size=None`` uses the full batch; otherwise a random mini-batch per step.
@@ -290,7 +280,7 @@ def fit(
     monitor = (val_x, val_y) if val_data is not None else (x, y)
 
     params, static = eqx.partition(model, trainable_filter(model))
-    init_state = (lambda p: _lbfgs_init(opt, p)) if is_lbfgs else (lambda p: _strong_types(opt.init(p)))
+    init_state = _lbfgs_init if is_lbfgs else (lambda p: _strong_types(opt.init(p)))
     opt_state = init_state(params)
     history: dict[str, list[float]] = {"step": [], "train_loss": [], "reg": []}
     if val_data is not None:
