@@ -120,7 +120,7 @@ def lbfgs_run(
     value_and_grad: Callable[[Array], tuple[tuple[Array, object], Array]],
     flat: Float[Array, " n"],
     state: LBFGSState,
-    iterations: int,
+    iterations: int | Array,
 ) -> tuple[Float[Array, " n"], LBFGSState, Array]:
     """Up to ``iterations`` L-BFGS iterations from ``flat``; ``value_and_grad(x) -> ((f, aux), g)``.
 
@@ -141,7 +141,7 @@ def lbfgs_run(
         stalled=jnp.zeros((), bool), init=jnp.ones((), bool))
     started = _start(blank, f0, state.aux, g0)._replace(evals=jnp.zeros((), jnp.int32))
     carry = jax.tree_util.tree_map(lambda s, b: jnp.where(state.fresh, s, b), started, blank)
-    max_evals = int(iterations * 1.25) + 1
+    max_evals = iterations + iterations // 4 + 1  # Python int or traced
 
     def cond(c: _Carry):  # a line search, once started, runs to its end (as torch's does)
         return (c.it < iterations) & ((c.evals < max_evals) | (c.ls > 0)) & ~c.stalled

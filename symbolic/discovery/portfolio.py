@@ -25,7 +25,6 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import sympy as sp
 from bases import trainable_filter
 
@@ -81,20 +80,18 @@ def _loss(params: Any, static: Any, x: jax.Array, y: jax.Array, lamb: jax.Array)
 @eqx.filter_jit
 def _train_batch(params: Any, static: Any, x: jax.Array, y: jax.Array, lamb: jax.Array,
                  iterations: jax.Array) -> Any:
-    """``iterations`` L-BFGS iterations for every model of the batch (leading axis of ``params``);
-    ``lamb`` and ``iterations`` are traced, so every stage of a shape runs one compiled program."""
-    opt = optax.lbfgs()
+    """Up to ``iterations`` L-BFGS iterations (:func:`kan.train.lbfgs.lbfgs_run`: one objective call site,
+    stops once a line search finds no lower loss) for every model of the batch (leading axis of
+    ``params``); ``lamb`` and ``iterations`` are traced, so every stage of a shape runs one program."""
+    from jax.flatten_util import ravel_pytree
+
+    from kan.train.lbfgs import lbfgs_init, lbfgs_run
 
     def one(p0):
-        fn = lambda p: _loss(p, static, x, y, lamb)
-
-        def body(_, carry):
-            p, state = carry
-            value, grad = optax.value_and_grad_from_state(fn)(p, state=state)
-            updates, state = opt.update(grad, state, p, value=value, grad=grad, value_fn=fn)
-            return optax.apply_updates(p, updates), state
-
-        return jax.lax.fori_loop(0, iterations, body, (p0, opt.init(p0)))[0]
+        flat, unravel = ravel_pytree(p0)
+        value_and_grad = jax.value_and_grad(lambda v: (_loss(unravel(v), static, x, y, lamb), ()), has_aux=True)
+        flat, _, _ = lbfgs_run(value_and_grad, flat, lbfgs_init(flat, ()), iterations)
+        return unravel(flat)
 
     return jax.vmap(one)(params)
 
