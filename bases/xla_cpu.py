@@ -5,9 +5,9 @@ For the shapes of KAN layers and their gradients those run slower than XLA's own
 on 2 CPU cores (jaxlib 0.10.2), each program compiled both ways in one process, timed round-robin
 (fwd+bwd, 1024 x 128 -> 128, ``python -m benchmarks.xla_cpu_fusions``):
 
-    MLP 2.96 -> 2.06 ms, RBF 16.5 -> 10.8, Fourier 19.9 -> 15.6, S-KAN 53.4 -> 31.1, B-spline and
-    AF-KAN unchanged (within noise); the demo's L-BFGS objective ([2, 5, 1] KAN, 1000 rows, with the
-    regulariser) about 2x faster.
+    MLP 2.11 -> 1.63 ms, RBF 16.2 -> 10.9, Fourier 20.3 -> 15.8, AF-KAN 15.2 -> 13.8, S-KAN 53.0 -> 30.0,
+    B-spline 19.0 -> 18.7 (unchanged); the demo's L-BFGS objective ([2, 5, 1] KAN, 1000 rows, with the
+    regulariser) 3.62 -> 2.12 ms. At 512 -> 512, G = 20 the B-spline layer is ~520 ms either way.
 
 :func:`configure_xla_cpu` appends ``--xla_cpu_experimental_ynn_fusion_type=`` (an empty list: XLA's own
 fusions for everything) to ``XLA_FLAGS`` when ``bases`` is imported, so it reaches every program the
