@@ -77,6 +77,14 @@ def _direction(state: LBFGSState, grad: Array) -> Array:
     return -r
 
 
+def _descent_direction(state: LBFGSState, grad: Array) -> tuple[Array, Array]:
+    """``(d, grad . d)`` with ``d = -H grad``; steepest descent where round-off makes that no descent."""
+    d = _direction(state, grad)
+    dg = jnp.dot(grad, d)
+    bad = ~(dg < 0)
+    return jnp.where(bad, -grad, d), jnp.where(bad, -jnp.dot(grad, grad), dg)
+
+
 def _cubic_min(a1, f1, g1, a2, f2, g2, lo, hi):
     """Minimiser of the cubic through (a1, f1, f'1) and (a2, f2, f'2), clipped to [lo, hi]; the midpoint
     of [lo, hi] where the cubic has none (Nocedal & Wright eq. 3.59)."""
@@ -225,25 +233,20 @@ def _line_search_trip(c: _Carry, f_t: Array, aux_t: object, g_t: Array) -> _Carr
     s_vec, y_vec = a_new * c.d, g_new - c.g
     sy = jnp.dot(s_vec, y_vec)
     store = done & (sy > 1e-10)
-    st = c.state
-    slot = st.head
+    # Write one memory row (the old one back when nothing is stored: store implies done).
+    st, slot = c.state, c.state.head
     st = st._replace(
-        s=jnp.where(store, st.s.at[slot].set(s_vec), st.s),
-        y=jnp.where(store, st.y.at[slot].set(y_vec), st.y),
-        rho=jnp.where(store, st.rho.at[slot].set(1.0 / jnp.where(sy > 0, sy, 1.0)), st.rho),
+        s=st.s.at[slot].set(jnp.where(store, s_vec, st.s[slot])),
+        y=st.y.at[slot].set(jnp.where(store, y_vec, st.y[slot])),
+        rho=st.rho.at[slot].set(jnp.where(store, 1.0 / jnp.where(sy > 0, sy, 1.0), st.rho[slot])),
         head=jnp.where(store, (slot + 1) % st.rho.shape[0], slot))
-    d_new = _direction(st, g_new)
-    dg_new = jnp.dot(g_new, d_new)
-    # A direction that is not a descent one (round-off): restart from steepest descent.
-    bad = ~(dg_new < 0)
-    d_new = jnp.where(bad, -g_new, d_new)
-    dg_new = jnp.where(bad, -jnp.dot(g_new, g_new), dg_new)
+    # The next direction only once the point is taken (a trial that is not taken keeps c.d).
+    d, dg0 = jax.lax.cond(done, _descent_direction, lambda st, g: (c.d, c.dg0), st, g_new)
 
     def pick(new, old):
         return jax.tree_util.tree_map(lambda n, o: jnp.where(done, n, o), new, old)
 
     x, f, g, aux = pick((x_new, f_new, g_new, aux_new), (c.x, c.f, c.g, c.aux))
-    d, dg0 = pick((d_new, dg_new), (c.d, c.dg0))
     zero = jnp.zeros((), dtype)
     return _Carry(
         it=c.it + done.astype(jnp.int32), evals=c.evals + 1, x=x, f=f, g=g, aux=aux, d=d, dg0=dg0,
@@ -253,5 +256,5 @@ def _line_search_trip(c: _Carry, f_t: Array, aux_t: object, g_t: Array) -> _Carr
         f_hi=jnp.where(done, f, new_hi_f), g_hi=jnp.where(done, dg0, new_hi_g),
         best_a=jnp.where(done, zero, best_a), best_f=jnp.where(done, f, best_f),
         best_g=jnp.where(done, g, best_g), best_aux=pick(aux, best_aux),
-        state=jax.tree_util.tree_map(lambda n, o: jnp.where(done, n, o), st, c.state),
+        state=st,
         stalled=stalled | (~(dg0 < 0) & done), init=jnp.zeros((), bool))
