@@ -19,7 +19,8 @@ the ratio to the MLP layer, analytic FLOPs and parameter counts, and writes CSV 
 assignment of the compiled training step (``compiled.memory_analysis()``: temporaries + arguments +
 outputs, exact and deterministic), the process's peak resident memory while the step runs for the
 first time above its resident memory just before (Linux ``VmHWM`` after resetting it through ``/proc/self/clear_refs``),
-and the peak resident memory added by constructing the layer, against the parameters' bytes: the first
+and the peak resident memory added by constructing the layer, against the parameters' bytes and all of
+the layer's arrays (parameters plus buffers such as grids and edge masks): the first
 construction of that shape (which includes XLA compiling ``jax.random`` for the new shapes) and a second
 one of the same shapes ("again").
 """
@@ -237,8 +238,9 @@ def _memory_child(args: argparse.Namespace) -> dict:
     jax.block_until_ready(compiled(params, x))  # the first run: memory freed later stays resident
     run = _status_kib("VmHWM") - rss1
     param_mib = sum(leaf.nbytes for leaf in jax.tree_util.tree_leaves(params)) / 2**20
+    array_mib = sum(leaf.nbytes for leaf in jax.tree_util.tree_leaves(eqx.filter(layer, eqx.is_array))) / 2**20
     return {"xla_step_mib": xla, "rss_step_mib": run / mib, "rss_build_mib": build / mib,
-            "rss_build_warm_mib": build_warm / mib, "param_mib": param_mib}
+            "rss_build_warm_mib": build_warm / mib, "param_mib": param_mib, "array_mib": array_mib}
 
 
 def run_memory(args: argparse.Namespace) -> list[dict]:
@@ -255,13 +257,13 @@ def run_memory(args: argparse.Namespace) -> list[dict]:
     base = results["mlp"]
     rows = []
     print(f"{'layer':<6s} {'XLA step MiB':>13s} {'x MLP':>6s} {'RSS step MiB':>13s} {'x MLP':>6s} "
-          f"{'build RSS MiB':>14s} {'(again)':>8s} {'params MiB':>11s}")
+          f"{'build RSS MiB':>14s} {'(again)':>8s} {'params MiB':>11s} {'arrays MiB':>11s}")
     for name, r in results.items():
         rows.append({"layer": name, **r, "xla_ratio": r["xla_step_mib"] / base["xla_step_mib"],
                      "rss_ratio": r["rss_step_mib"] / max(base["rss_step_mib"], 1e-9)})
         print(f"{name:<6s} {r['xla_step_mib']:13.1f} {rows[-1]['xla_ratio']:6.2f} {r['rss_step_mib']:13.1f} "
               f"{rows[-1]['rss_ratio']:6.2f} {r['rss_build_mib']:14.1f} {r['rss_build_warm_mib']:8.1f} "
-              f"{r['param_mib']:11.2f}")
+              f"{r['param_mib']:11.2f} {r['array_mib']:11.2f}")
     _write(rows, args.out_dir, "layers_memory")
     return rows
 

@@ -42,6 +42,7 @@ import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from bases import ActivationPair, check_last_dim, count_parameters, get_activation
+from bases.init_random import scaled_normal
 
 from .layer import _activation_second_moment
 
@@ -101,7 +102,7 @@ class AFKANLayer(eqx.Module):
         k = self.basis.num_functions
         k_w, k_u = jax.random.split(key)
         act_moment = _activation_second_moment(act)  # compiled once per activation, not per layer
-        self.weight = jax.random.normal(k_w, (out_features, in_features)) / np.sqrt(in_features * act_moment)
+        self.weight = scaled_normal(k_w, (out_features, in_features), 1.0 / np.sqrt(in_features * act_moment))
         self.norm_weight, self.norm_bias = jnp.ones((in_features,)), jnp.zeros((in_features,))
         self.score_weight = self.score_bias = self.conv_weight = self.conv_bias = self.temperature = None
         unit = jax.random.uniform(k_u, (k + 1, 4), minval=-1.0, maxval=1.0)  # one draw, sliced below

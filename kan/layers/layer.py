@@ -20,6 +20,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from bases import Basis, BSpline, buffer_field, bspline_edge_sum, check_last_dim, gaussian_expectation
 from bases.bspline_contract import CONTRACTIONS
+from bases.init_random import scaled_normal
 
 # Below this many (rows x in x functions) feature elements KANLayer uses the plain dense path (see _small).
 _SMALL_FEATURES = 2**18
@@ -98,10 +99,10 @@ class KANLayer(eqx.Module):
         trace = float(jnp.sum(basis.gaussian_second_moment_trace()))
         spline_std = init_scale * np.sqrt(basis_share / max(trace, 1e-12))
         shape = (out_features, in_features, basis.num_functions)
-        self.spline_weight = spline_std * jax.random.normal(key_spline, shape)
+        self.spline_weight = scaled_normal(key_spline, shape, spline_std)
         if base_activation is not None:
             base_std = init_scale * np.sqrt((1.0 - basis_share) / (in_features * _activation_second_moment(base_activation)))
-            self.base_weight = base_std * jax.random.normal(key_base, (out_features, in_features))
+            self.base_weight = scaled_normal(key_base, (out_features, in_features), base_std)
         else:
             self.base_weight = None
         self.bias = jnp.zeros((out_features,)) if use_bias else None

@@ -18,6 +18,7 @@ import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from bases import check_last_dim, gaussian_expectation, get_activation
+from bases.init_random import scaled_normal
 
 
 @functools.lru_cache(maxsize=None)
@@ -49,7 +50,7 @@ class Linear(eqx.Module):
             std = 1.0 / np.sqrt(self.in_features * input_second_moment)
         if std < 0:
             raise ValueError(f"Linear: std must be >= 0, got {std}")
-        self.weight = float(std) * jax.random.normal(key, (self.out_features, self.in_features), jnp.float32)
+        self.weight = scaled_normal(key, (self.out_features, self.in_features), float(std), jnp.float32)
         self.bias = jnp.zeros((self.out_features,), jnp.float32) if use_bias else None
 
     def __call__(self, x: Float[Array, "... in"]) -> Float[Array, "... out"]:
