@@ -22,6 +22,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from bases import check_last_dim, count_parameters
+from bases.init_random import scaled_normal
 from bases.rational import Rational
 
 
@@ -30,7 +31,7 @@ def _vp_weight(key: PRNGKeyArray, second_moment: Array, out_features: int) -> Ar
     """``(out, in)`` weight with ``W[o,d] ~ N(0, 1 / (in * E[F_d(x)^2]))``."""
     in_features = second_moment.shape[0]
     std = 1.0 / jnp.sqrt(in_features * jnp.maximum(second_moment, 1e-12))
-    return jax.random.normal(key, (out_features, in_features)) * std[None, :]
+    return scaled_normal(key, (out_features, in_features), 1.0) * std[None, :]
 
 
 class GroupKANLayer(eqx.Module):
