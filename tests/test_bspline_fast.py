@@ -122,6 +122,20 @@ def test_auto_is_dense_and_bad_contraction_raises():
         bspline_edge_sum(jnp.ones((3, 2)), BSpline(2).grid, jnp.ones((1, 2, 3)), order=3, uniform=True)
 
 
+def test_auto_runs_dense_autodiff_while_the_features_fit_and_the_edge_sum_above(monkeypatch):
+    # 1024 x 64 x 8 features (2 MiB) fit in FULL_BYTES: the plain dense path, no custom JVP.
+    x = jax.random.normal(jax.random.PRNGKey(3), (1024, 64))
+    small = KANLayer(64, 4, BSpline(64), key=jax.random.PRNGKey(0))
+    assert "custom_jvp" not in str(jax.make_jaxpr(small)(x))
+    # With a 64 KiB budget the same batch takes the edge sum (a fresh shape, so a fresh trace).
+    monkeypatch.setattr(contract, "FULL_BYTES", 2**16)
+    large = KANLayer(64, 5, BSpline(64), key=jax.random.PRNGKey(0))
+    assert "custom_jvp" in str(jax.make_jaxpr(large)(x))
+    mask = large._numeric_mask()
+    ref = large._dense_sum(x, large.spline_weight * mask[..., None], mask) + large.bias
+    np.testing.assert_allclose(np.asarray(large(x)), np.asarray(ref), atol=2e-5)
+
+
 def test_row_blocks_divide_the_batch_and_small_batches_stay_whole():
     assert contract.chunk_rows(256, 14, 1024, 256) == 1024
     rows = contract.chunk_rows(256, 14, 32768, 256)

@@ -19,11 +19,9 @@ import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from bases import Basis, BSpline, buffer_field, bspline_edge_sum, check_last_dim, gaussian_expectation
+import bases.bspline_contract as bspline_contract
 from bases.bspline_contract import CONTRACTIONS
 from bases.init_random import scaled_normal
-
-# Below this many (rows x in x functions) feature elements KANLayer uses the plain dense path (see _small).
-_SMALL_FEATURES = 2**18
 
 
 class _SquaredActivation(eqx.Module):
@@ -47,10 +45,11 @@ class KANLayer(eqx.Module):
     scaled SiLU, like pykan's init, which trains small symbolic-regression KANs more reliably; the
     even split keeps deep stacks stable (a SiLU-dominated 32-layer stack drifts ~17x).
 
-    With a :class:`bases.BSpline` basis the edge sum runs through :func:`bases.bspline_edge_sum`: features
-    built from the ``k + 1`` local pieces per point; large batches run in rematerialised row blocks, so
-    training never holds the whole ``(batch, in, G + k)`` feature tensor. ``contraction`` forces its
-    "dense" or "local" form; "auto" (default) picks by :func:`bases.bspline_contract.choose_contraction`.
+    With a :class:`bases.BSpline` basis and ``contraction="auto"`` (default), a batch whose ``(batch, in,
+    G + k)`` features fit in :data:`bases.bspline_contract.FULL_BYTES` (64 MiB) runs the plain dense path
+    (one matmul, autodiff; the fastest form measured, see ``_small``); a larger one runs through
+    :func:`bases.bspline_edge_sum` in rematerialised row blocks, so training never holds its whole feature
+    tensor. ``contraction="dense"`` or ``"local"`` forces the edge sum in that form at every size.
     """
 
     basis: Basis
@@ -134,14 +133,21 @@ class KANLayer(eqx.Module):
         return y
 
     def _small(self, x: Array) -> bool:
-        """Whether the plain dense path (features by ``self.basis``, autodiff) serves this batch: below
-        ``_SMALL_FEATURES`` feature elements the local-piece edge sum saves no measurable time, while its
-        custom JVP roughly doubles the compile time of an L-BFGS fit (7.9 s -> 14.5 s for a [2, 5, 1] KAN
-        on 1000 rows, 3 steps), which is what small symbolic-regression jobs spend their time on."""
+        """Whether the plain dense path (features by ``self.basis``, autodiff) serves this batch: it does
+        with ``contraction="auto"`` whenever the whole ``(rows, in, G + k)`` feature tensor fits in
+        :data:`bases.bspline_contract.FULL_BYTES`, the size below which the edge sum would build it whole
+        too. There autodiff is as fast or faster (fwd+bwd w.r.t. parameters and input, 2 CPU cores, one
+        run of ``benchmarks.layers``-style interleaved timing, dense/edge-sum time: 0.99x at 128 -> 128
+        G=5 batch 1024, 0.75x at 256 G=10 batch 1024, 0.92x at 256 G=10 batch 4096, 0.93x at 512 G=20
+        batch 1024) with no more XLA memory (148 vs 176 MiB at 512 G=20 batch 1024), and an L-BFGS fit
+        compiles about twice as fast without the custom JVP (7.9 s vs 14.5 s for a [2, 5, 1] KAN on 1000
+        rows, 3 steps). Larger batches take the rematerialised row blocks of the edge sum, so training
+        never holds their features (256 G=10 batch 32768: 174 vs 1031 MiB)."""
         if self.contraction != "auto":
             return False
         rows = int(np.prod(x.shape[:-1])) if x.ndim > 1 else 1
-        return rows * self.in_features * self.spline_weight.shape[-1] <= _SMALL_FEATURES
+        itemsize = jnp.dtype(jnp.promote_types(x.dtype, jnp.float32)).itemsize
+        return rows * self.in_features * self.spline_weight.shape[-1] * itemsize <= bspline_contract.FULL_BYTES
 
     def _bspline_sum(self, x: Array, weight: Array, mask: Array) -> Array:
         activation = None
