@@ -41,7 +41,8 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from bases import ActivationPair, BSpline, Chebyshev, Fourier, GaussianRBF, ReLUKAN, count_parameters, trainable_filter
+from bases import (ActivationPair, BSpline, Chebyshev, Fourier, GaussianRBF, ReLUKAN, count_parameters,
+                   get_activation, trainable_filter)
 from kan import KANLayer, MLP
 from kan.layers.afkan_layer import AFKANLayer
 from kan.layers.selectable_layer import SelectableKANLayer
@@ -90,6 +91,25 @@ def _gr_kan_layer(n_in: int, n_out: int, key: jax.Array) -> eqx.Module:
     return GroupKANLayer(n_in, n_out, init="swish", key=key)
 
 
+class _AutodiffAFKAN(eqx.Module):
+    """AF-KAN's global-attention layer with its per-input feature reductions written as plain jnp on the
+    ``(batch, in, K)`` features and left to XLA's autodiff (the "before" of
+    :func:`bases.activation_pair.pair_feature_stats`)."""
+
+    layer: AFKANLayer
+
+    def __call__(self, x):
+        m = self.layer
+        feats = m.basis(x)
+        lo = jnp.min(feats, axis=(-2, -1))[..., None]
+        scale = 1.0 / (jnp.max(feats, axis=(-2, -1))[..., None] - lo + 1e-6)
+        scores = (feats @ m.score_weight - lo * jnp.sum(m.score_weight)) * scale + m.score_bias
+        weights = jax.nn.softmax(scores / jnp.maximum(m.temperature, 1.0), axis=-1)
+        z = weights * ((jnp.sum(feats, -1) - feats.shape[-1] * lo) * scale)
+        z = (z - jnp.mean(z, -1, keepdims=True)) * jax.lax.rsqrt(jnp.var(z, -1, keepdims=True) + 1e-5)
+        return get_activation(m.activation)(z * m.norm_weight + m.norm_bias) @ m.weight.T
+
+
 MLP_NAME = "mlp (gelu+linear)"
 #: name -> factory(in_features, out_features, key); other layer kinds register themselves here.
 LAYERS: dict[str, LayerFactory] = {
@@ -108,6 +128,8 @@ LAYERS.update({
     "kan relu-kan G=5 k=3": lambda i, o, k: KANLayer(i, o, ReLUKAN(i, 5, 3), key=k),
     "kan af-pair silu/quad1 G=3 k=3": lambda i, o, k: KANLayer(i, o, ActivationPair(i, 3, 3), key=k),
     "af-kan global_attn G=3 k=3": lambda i, o, k: AFKANLayer(i, o, 3, 3, key=k),
+    "af-kan global_attn G=3 k=3 (before: autodiff reduction)": lambda i, o, k: _AutodiffAFKAN(
+        AFKANLayer(i, o, 3, 3, key=k)),
     "s-kan cheb/fourier/rbf (training)": lambda i, o, k: SelectableKANLayer(
         i, o, ["chebyshev", "fourier", "rbf"], key=k),
 })

@@ -135,3 +135,60 @@ def test_fast_path_matches_plain_math_values_and_gradients():
     dx_fast = jax.grad(lambda x: loss(layer, lambda m, x: m(x), x))(x)
     dx_plain = jax.grad(lambda x: loss(layer, _reference_forward, x))(x)
     np.testing.assert_allclose(dx_fast, dx_plain, rtol=2e-4, atol=2e-5)
+
+
+@pytest.mark.parametrize("activation, function_type, shared", [
+    ("silu", "quad1", False), ("relu", "quad1", True), ("gelu", "cubic1", True), ("tanh", "sum_prod", False)])
+def test_feature_stats_match_autodiff_of_the_plain_features(activation, function_type, shared):
+    from bases.activation_pair import ACTIVATIONS, FUNCTION_TYPES, ActivationPair, pair_feature_stats
+
+    basis = ActivationPair(5, 3, 2, activation=activation, function_type=function_type, trainable=True,
+                           shared=shared)
+    start, end = basis.points()
+    x = 1.5 * jax.random.normal(jax.random.PRNGKey(4), (2, 9, 5))
+    x = x.at[0, 0, 0].set(start[0, 1]).at[1, 2, 3].set(-7.0)  # on a window edge; far outside (relu ties)
+    weights = jax.random.normal(jax.random.PRNGKey(5), (basis.num_functions,))
+    probes = jax.random.normal(jax.random.PRNGKey(6), (4,) + x.shape)
+
+    def plain(x, s, e, v):
+        act = ACTIVATIONS[activation]
+        feats = FUNCTION_TYPES[function_type](act(x[..., None] - s), act(e - x[..., None]))
+        return feats @ v, feats.sum(-1), feats.min(-1), feats.max(-1)
+
+    def fused(x, s, e, v):
+        return pair_feature_stats(activation, function_type, x, s, e, v)
+
+    def score(f):  # linear in every output: the same non-zero cotangents reach both backward passes
+        return lambda *a: sum(jnp.sum(o * p) for o, p in zip(f(*a), probes))
+
+    for out, ref in zip(fused(x, start, end, weights), plain(x, start, end, weights)):
+        np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-6)
+    grads = jax.grad(score(fused), argnums=(0, 1, 2, 3))(x, start, end, weights)
+    grads_ref = jax.grad(score(plain), argnums=(0, 1, 2, 3))(x, start, end, weights)
+    for name, g, g_ref in zip(("x", "start", "end", "weights"), grads, grads_ref):
+        assert g.shape == g_ref.shape, name
+        np.testing.assert_allclose(g, g_ref, rtol=2e-4, atol=2e-5, err_msg=name)
+
+
+@pytest.mark.parametrize("normalization, reduction", [("batch", "global_attn"), ("none", "linear"),
+                                                      ("per_sample", "linear")])
+def test_fast_path_matches_plain_math_for_other_normalisations(normalization, reduction):
+    layer = AFKANLayer(6, 3, key=KEY, normalization=normalization, reduction=reduction, trainable_points=True)
+    x = 1.2 * jax.random.normal(jax.random.PRNGKey(7), (3, 4, 6))
+
+    def plain(m, x):
+        feats = m.basis(x)
+        if m.normalization != "none":
+            axes = (-2, -1) if m.normalization == "per_sample" else None
+            lo = jnp.min(feats, axis=axes, keepdims=True)
+            feats = (feats - lo) / (jnp.max(feats, axis=axes, keepdims=True) - lo + 1e-6)
+        z, _ = m.reduce(feats)
+        z = (z - jnp.mean(z, -1, keepdims=True)) * jax.lax.rsqrt(jnp.var(z, -1, keepdims=True) + 1e-5)
+        return jax.nn.silu(z * m.norm_weight + m.norm_bias) @ m.weight.T
+
+    loss = lambda f: lambda m, x: jnp.sum(jnp.sin(f(m, x)))
+    (v, g), (v_ref, g_ref) = (eqx.filter_value_and_grad(loss(f))(layer, x)
+                              for f in (lambda m, x: m(x), plain))
+    np.testing.assert_allclose(v, v_ref, rtol=1e-5)
+    for a, b in zip(jax.tree_util.tree_leaves(g), jax.tree_util.tree_leaves(g_ref)):
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
