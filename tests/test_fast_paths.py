@@ -29,10 +29,10 @@ def _tree_close(a, b, rtol=2e-5):
         _close(x, y, rtol)
 
 
-# rows: below one block with a ragged tail; several scanned blocks plus a tail
+# rows: less than one block (one block of all rows); several scanned blocks plus a tail
 @pytest.mark.parametrize("form, rows", [("A", 37), ("B", 300)])
 def test_rational_xla_backward_matches_autodiff(form, rows, monkeypatch):
-    monkeypatch.setattr(rational_xla, "BLOCK_ELEMENTS", 64 * 24)  # 64-row blocks at d = 24
+    monkeypatch.setattr(rational_xla, "BLOCK_ROWS", 64)
     d = 24
     kx, kg, ka, kb = jax.random.split(jax.random.fold_in(KEY, rows), 4)
     x = 2.0 * jax.random.normal(kx, (rows, d)).at[0, 0].set(0.0)

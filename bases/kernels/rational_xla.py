@@ -6,11 +6,14 @@ Shapes: ``x`` and ``g`` are ``(N, D)``; per-channel coefficients ``ac`` ``(D, m+
 input dtype and coefficient gradients in the compute dtype, reduced over rows per channel.
 
 The backward is written for how XLA runs on CPU: a fused reduction there is a scalar loop per
-output, so ten column sums (one per coefficient) cost ten slow passes. Instead every coefficient
-gradient ``sum_rows c(x) * base(x)^e`` is first summed elementwise over ``R`` row slices (one
-vectorised pass per term, ``(rows / R, D)`` out), then the stacked partial sums go through one
-plain reduction. Large inputs are walked in row blocks (``lax.scan``) so each block's passes hit
-cache, not memory. ``P``, ``Q`` and their derivatives are formed once per element per pass.
+output, so ten column sums (one per coefficient) cost ten slow passes. Instead the rows are walked in
+blocks of ``BLOCK_ROWS`` (``lax.scan``) whose carry holds one ``(BLOCK_ROWS, D)`` accumulator per
+coefficient: each step adds every term ``c(x) * base(x)^e`` elementwise (vectorised, in cache), and
+one reduction over the accumulators' rows ends it. A tuple carry, not a stacked one: XLA fuses each
+accumulator's add with its term, where stacking the terms first costs a concatenate per step. On 2
+CPU cores (AMD EPYC, one interleaved run) the sums take 1.9 ms at 4096 x 256 and 10.6 ms at 8192 x 768
+against 5.4 and 21.6 ms for the previous row-slice form (16 slices summed elementwise per 2^15-element
+block); 256 rows per block beat 128, 512 and 1024 at both shapes.
 """
 
 from __future__ import annotations
@@ -21,8 +24,7 @@ from jaxtyping import Array, Float
 
 from .rational_math import X_CLIP, _clip, _denominator, _numerator, rational_forward, sign_pos
 
-SLICES = 16  # R: row slices summed elementwise before the one real reduction
-BLOCK_ELEMENTS = 1 << 15  # elements per scanned row block (its passes stay in L1/L2)
+BLOCK_ROWS = 256  # rows per scanned block (and per accumulator)
 
 
 def compute_dtype(dtype) -> jnp.dtype:
@@ -53,10 +55,9 @@ def _dx(x: Array, g: Array, a: list[Array], b: list[Array], form: str) -> Array:
     return jnp.where(jnp.abs(x) <= X_CLIP, g / q * (r - dq * p / q), 0.0)
 
 
-def _coefficient_sums(x: Array, g: Array, a: list[Array], b: list[Array], form: str,
-                      slices: int) -> Array:
-    """``(m+1+n, D)`` column sums of the coefficient-gradient terms over the rows of a block
-    ``(rows, D)`` (``rows`` a multiple of ``slices``); form A leaves out ``sign(b_j)``."""
+def _coefficient_terms(x: Array, g: Array, a: list[Array], b: list[Array], form: str) -> list[Array]:
+    """The ``m+1+n`` per-element coefficient-gradient terms of a block ``(rows, D)``: ``u x^i`` and
+    ``w base^j`` (form A leaves out ``sign(b_j)``)."""
     xc = _clip(x)
     p, _ = _numerator(a, xc)
     q, _, extra = _denominator(b, xc, form)
@@ -66,43 +67,38 @@ def _coefficient_sums(x: Array, g: Array, a: list[Array], b: list[Array], form: 
         w, base_b = w * extra, xc
     else:
         base_b = extra
-    m = x.shape[0] // slices
-    part = lambda t, s: t[s * m:(s + 1) * m]
-    terms = []
-    for coef, base, powers in ((u, xc, range(len(a))), (w, base_b, range(1, len(b) + 1))):
-        cs = [part(coef, s) for s in range(slices)]
-        bs = [part(base, s) for s in range(slices)]
-        for e in powers:
-            acc = cs[0] * bs[0] ** e
-            for s in range(1, slices):
-                acc = acc + cs[s] * bs[s] ** e
-            terms.append(acc)
-    return jnp.stack(terms).sum(axis=1)
+    terms, power = [], u
+    for i in range(len(a)):
+        terms.append(power)
+        if i + 1 < len(a):
+            power = power * xc
+    power = w * base_b
+    for j in range(len(b)):
+        terms.append(power)
+        if j + 1 < len(b):
+            power = power * base_b
+    return terms
 
 
 def _fused_sums(x: Array, g: Array, a: list[Array], b: list[Array], form: str) -> Array:
-    """Column sums over all ``N`` rows: scanned full row blocks, then the padded remainder."""
+    """``(m+1+n, D)`` column sums over all ``N`` rows: full row blocks in a scan whose carry is one
+    ``(BLOCK_ROWS, D)`` accumulator per term (elementwise adds, no reduction inside the loop), then the
+    remaining rows; one reduction over the accumulators' rows at the end."""
     n_rows, d = x.shape
-    block = max(SLICES, (BLOCK_ELEMENTS // max(d, 1)) // SLICES * SLICES)
-    full = n_rows // block if n_rows > block else 0
-    total = None
-    if full:
-        xs = x[: full * block].reshape(full, block, d)
-        gs = g[: full * block].reshape(full, block, d)
+    block = min(BLOCK_ROWS, n_rows)
+    full = n_rows // block
+    xs = x[: full * block].reshape(full, block, d)
+    gs = g[: full * block].reshape(full, block, d)
 
-        def body(acc, xg):
-            return acc + _coefficient_sums(xg[0], xg[1], a, b, form, SLICES), None
+    def body(acc, xg):
+        return tuple(s + t for s, t in zip(acc, _coefficient_terms(xg[0], xg[1], a, b, form))), None
 
-        zero = jnp.zeros((len(a) + len(b), d), x.dtype)
-        total, _ = jax.lax.scan(body, zero, (xs, gs))
-    rest = n_rows - full * block
-    if rest:
-        slices = min(SLICES, rest)
-        pad = -rest % slices  # padded rows: g = 0, so they add nothing
-        xr = jnp.pad(x[full * block:], ((0, pad), (0, 0)))
-        gr = jnp.pad(g[full * block:], ((0, pad), (0, 0)))
-        tail = _coefficient_sums(xr, gr, a, b, form, slices)
-        total = tail if total is None else total + tail
+    zero = tuple(jnp.zeros((block, d), x.dtype) for _ in range(len(a) + len(b)))
+    acc, _ = jax.lax.scan(body, zero, (xs, gs))
+    total = jnp.stack([s.sum(axis=0) for s in acc])
+    if n_rows > full * block:
+        tail = _coefficient_terms(x[full * block:], g[full * block:], a, b, form)
+        total = total + jnp.stack([t.sum(axis=0) for t in tail])
     return total
 
 
