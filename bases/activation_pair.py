@@ -94,56 +94,40 @@ def _pair_features(activation: str, function_type: str, x: Array, start: Array, 
     return FUNCTION_TYPES[function_type](act(x - start), act(end - x))
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+@partial(jax.custom_jvp, nondiff_argnums=(0, 1))
 def pair_feature_stats(activation: str, function_type: str, x: Float[Array, "... d"],
                        start: Float[Array, "p k"], end: Float[Array, "p k"], weights: Float[Array, " k"],
                        ) -> tuple[Array, Array, Array, Array]:
     """Per-input reductions of the activation-pair features over their ``k`` functions, each ``(..., d)``:
     ``(F @ weights, sum F, min F, max F)``, ``F = f(act(x - s), act(e - x))``.
 
-    The backward pass rebuilds ``F`` and its two partials ``f_1 act'(x - s)``, ``f_2 act'(e - x)``
-    (forward-mode, so any activation / function type) in one elementwise pass, reduces them over ``k``
-    for ``dx`` and over the rows with one matrix product for ``ds``, ``de`` and ``dweights``; XLA's own
-    gradient of the same math keeps about nine ``(..., d, k)`` tensors. At ties of ``min`` / ``max`` the
-    cotangent is split evenly among the tied functions of the same input, as ``jnp.min`` does."""
-    return _stats_forward(activation, function_type, x, start, end, weights)[0]
-
-
-def _stats_forward(activation, function_type, x, start, end, weights):
+    A custom JVP: the tangent of ``F`` is ``F_u (dx - ds) + F_w (de - dx)`` with the two partials
+    ``F_u = f_1 act'(x - s)``, ``F_w = f_2 act'(e - x)`` taken by forward mode (so any activation and
+    function type), reduced straight to the four ``(..., d)`` tangents; reverse mode transposes it, and
+    forward mode / Hessians work. At ties of ``min`` / ``max`` the tangent is the mean over the tied
+    functions of the same input, as for ``jnp.min``."""
     act, fn = ACTIVATIONS[activation], FUNCTION_TYPES[function_type]
     feats = fn(act(x[..., None] - start), act(end - x[..., None]))
-    lo, hi = jnp.min(feats, -1), jnp.max(feats, -1)
-    return (jnp.sum(feats * weights, -1), jnp.sum(feats, -1), lo, hi), (x, start, end, weights, lo, hi)
+    return jnp.sum(feats * weights, -1), jnp.sum(feats, -1), jnp.min(feats, -1), jnp.max(feats, -1)
 
 
-def _stats_backward(activation, function_type, residuals, cotangents):
-    x, start, end, weights, lo, hi = residuals
-    g_dot, g_total, g_lo, g_hi = cotangents
+@pair_feature_stats.defjvp
+def _stats_jvp(activation, function_type, primals, tangents):
+    x, start, end, weights = primals
+    dx, d_start, d_end, d_weights = tangents
     act, fn = ACTIVATIONS[activation], FUNCTION_TYPES[function_type]
     u, w = x[..., None] - start, end - x[..., None]
     a, da = jax.jvp(act, (u,), (jnp.ones_like(u),))
     b, db = jax.jvp(act, (w,), (jnp.ones_like(w),))
     feats, f_a = jax.jvp(lambda a: fn(a, b), (a,), (jnp.ones_like(a),))
     f_b = jax.jvp(lambda b: fn(a, b), (b,), (jnp.ones_like(b),))[1]
+    d_feats = f_a * da * (dx[..., None] - d_start) + f_b * db * (d_end - dx[..., None])
+    lo, hi = jnp.min(feats, -1), jnp.max(feats, -1)
     at_lo, at_hi = feats == lo[..., None], feats == hi[..., None]
-    share_lo = g_lo / jnp.sum(at_lo, -1).astype(x.dtype)
-    share_hi = g_hi / jnp.sum(at_hi, -1).astype(x.dtype)
-    g_feats = (g_dot[..., None] * weights + g_total[..., None] + jnp.where(at_lo, share_lo[..., None], 0.0)
-               + jnp.where(at_hi, share_hi[..., None], 0.0))
-    # d/ds = -f_a act'(u), d/de = f_b act'(w), d/dx = f_a act'(u) - f_b act'(w): one stacked tensor.
-    parts = jnp.stack([g_feats * f_a * da, g_feats * f_b * db, g_dot[..., None] * feats], -2)  # (..., d, 3, k)
-    g_x = jnp.sum(parts[..., 0, :] - parts[..., 1, :], -1)
-    k, p = start.shape[-1], start.shape[0]
-    if p == 1 and x.shape[-1] > 1:  # shared points: sum over rows and inputs, one matrix-vector product
-        sums = jnp.ones((1, parts.size // (3 * k)), x.dtype) @ parts.reshape(-1, 3 * k)
-        sums = sums.reshape(3, 1, k)
-    else:  # points per input: sum over the rows only
-        flat = parts.reshape(-1, p * 3 * k)
-        sums = jnp.moveaxis((jnp.ones((1, flat.shape[0]), x.dtype) @ flat).reshape(p, 3, k), 1, 0)
-    return g_x, -sums[0].reshape(start.shape), sums[1].reshape(end.shape), jnp.sum(sums[2], 0)
-
-
-pair_feature_stats.defvjp(_stats_forward, _stats_backward)
+    d_lo = jnp.sum(jnp.where(at_lo, d_feats, 0.0), -1) / jnp.sum(at_lo, -1).astype(x.dtype)
+    d_hi = jnp.sum(jnp.where(at_hi, d_feats, 0.0), -1) / jnp.sum(at_hi, -1).astype(x.dtype)
+    out = (jnp.sum(feats * weights, -1), jnp.sum(feats, -1), lo, hi)
+    return out, (jnp.sum(d_feats * weights + feats * d_weights, -1), jnp.sum(d_feats, -1), d_lo, d_hi)
 
 
 class ActivationPair(PhaseBasis):

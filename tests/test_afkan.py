@@ -192,3 +192,22 @@ def test_fast_path_matches_plain_math_for_other_normalisations(normalization, re
     np.testing.assert_allclose(v, v_ref, rtol=1e-5)
     for a, b in zip(jax.tree_util.tree_leaves(g), jax.tree_util.tree_leaves(g_ref)):
         np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
+
+
+def test_forward_mode_and_hessians_go_through_the_layer():
+    """PINN-style use needs forward mode (jax.jvp, jax.hessian) through the fused reduction too."""
+    layer = AFKANLayer(3, 2, key=KEY)
+    f = lambda p: jnp.sum(jnp.sin(layer(p[None, :])))
+    grad = jax.grad(f)
+    h = 1e-3
+
+    @jax.jit
+    def derivatives(p):
+        tangent = jax.jvp(f, (p,), (jnp.array([1.0, 0.0, 0.0]),))[1]
+        fd = jax.vmap(lambda e: (grad(p + h * e) - grad(p - h * e)) / (2 * h))(jnp.eye(3))
+        return jax.hessian(f)(p), tangent, grad(p), fd, jax.jacrev(grad)(p)
+
+    hess, tangent, g, fd, rev = derivatives(jnp.array([0.3, -0.45, 0.8]))
+    np.testing.assert_allclose(hess, fd, atol=5e-3, rtol=1e-2)
+    np.testing.assert_allclose(tangent, g[0], rtol=1e-5)
+    np.testing.assert_allclose(rev, hess, atol=1e-4)

@@ -26,10 +26,11 @@ published code uses ``(0, 1)``), with start/end points trained and shared by all
 Speed: for ``"global_attn"`` and ``"linear"`` the min-max scaling is applied after the reduction over
 the ``K`` functions (both are affine in the features), so the normalised ``(..., d, K)`` tensor is
 never formed; the per-input sums, minima and maxima come from
-:func:`bases.activation_pair.pair_feature_stats`, whose backward is one elementwise pass and one
-reduction. Layer 128 -> 128, batch 1024, fwd+bwd against XLA's gradient of the same math
-(``benchmarks.layers``, "before: autodiff reduction", 2 CPU cores, 3 runs): 0.91-1.01x the time
-(5.2-6.0x an MLP layer), 0.91x the XLA memory (20.7 vs 22.7 MiB; 164 vs 180 MiB at batch 8192).
+:func:`bases.activation_pair.pair_feature_stats`, whose custom JVP reduces the features' tangents
+straight to those four values (forward mode and Hessians work; reverse mode is its transpose). Layer
+128 -> 128, batch 1024, fwd+bwd against XLA's autodiff of the same math (``benchmarks.layers``,
+"before: autodiff reduction", 2 CPU cores, 5 runs): 0.81-0.85x the time (4.6-5.1x an MLP layer),
+0.63x the XLA memory of the step (14.2 vs 22.7 MiB; 113 vs 180 MiB at batch 8192).
 
 Init: LayerNorm makes each sample's ``z`` zero-mean, unit-variance over the inputs, so ``W`` is drawn
 with ``Var = 1 / (in * E[act(u)^2])``, u ~ N(0, 1), which keeps the output variance near 1.
@@ -138,8 +139,7 @@ class AFKANLayer(eqx.Module):
     def _reduce_raw(self, x: Float[Array, "... d"]) -> Float[Array, "... d"]:
         """:meth:`reduce` of :meth:`normalize` of the features of ``x`` for the reductions affine in the
         features (global attention, linear): each input's features are reduced over ``k`` first
-        (:func:`bases.activation_pair.pair_feature_stats`, one fused pass each way), then the
-        ``(..., d)`` values are scaled."""
+        (:func:`bases.activation_pair.pair_feature_stats`), then the ``(..., d)`` values are scaled."""
         x, start, end = self.basis._inputs(x, "AFKANLayer")
         v = self.score_weight.astype(x.dtype)
         dot, total, row_lo, row_hi = pair_feature_stats(self.basis.activation, self.basis.function_type,
