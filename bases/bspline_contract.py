@@ -143,7 +143,7 @@ def _edge_sum(cfg: _Config, x: Array, grid: Array, weight: Array) -> Array:
     recomputing them measured 1.4-1.6x slower). Several blocks: each under ``jax.checkpoint``, so the
     backward pass rebuilds a block's features from ``x`` instead of storing all of them. Every autodiff
     mode (jvp, hessian) works in both."""
-    blocks, rows = _blocks(x, cfg.chunk)
+    blocks, rows = row_blocks(x, cfg.chunk)
     block = functools.partial(_block_forward, cfg)
     if blocks.shape[0] == 1:
         return block(grid, weight, blocks[0])[:rows]
@@ -152,7 +152,9 @@ def _edge_sum(cfg: _Config, x: Array, grid: Array, weight: Array) -> Array:
     return y.reshape(-1, y.shape[-1])[:rows]
 
 
-def _blocks(x: Array, chunk: int) -> tuple[Array, int]:
+def row_blocks(x: Float[Array, "rows ..."], chunk: int) -> tuple[Float[Array, "n chunk ..."], int]:
+    """``x`` cut into ``n = ceil(rows / chunk)`` blocks of ``chunk`` rows (the last zero-padded) and the
+    original row count."""
     rows = x.shape[0]
     n = math.ceil(rows / chunk)
     pad = n * chunk - rows

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import bases.bspline_contract as contract
-from bases import Basis, BSpline, bspline_edge_sum
+from bases import Basis, BSpline, GaussianRBF, bspline_edge_sum
 from bases.bspline_local import dense_from_local, local_values
 from kan import KANLayer
 
@@ -122,18 +122,36 @@ def test_auto_is_dense_and_bad_contraction_raises():
         bspline_edge_sum(jnp.ones((3, 2)), BSpline(2).grid, jnp.ones((1, 2, 3)), order=3, uniform=True)
 
 
-def test_auto_runs_dense_autodiff_while_the_features_fit_and_the_edge_sum_above(monkeypatch):
-    # 1024 x 64 x 8 features (2 MiB) fit in FULL_BYTES: the plain dense path, no custom JVP.
+def test_auto_runs_dense_autodiff_whole_or_in_rematerialised_blocks(monkeypatch):
+    # 1024 x 64 x 8 features (2 MiB) fit in FULL_BYTES: the plain dense path, in one piece.
     x = jax.random.normal(jax.random.PRNGKey(3), (1024, 64))
     small = KANLayer(64, 4, BSpline(64), key=jax.random.PRNGKey(0))
-    assert "custom_jvp" not in str(jax.make_jaxpr(small)(x))
-    # With a 64 KiB budget the same batch takes the edge sum (a fresh shape, so a fresh trace).
+    jaxpr = str(jax.make_jaxpr(small)(x))
+    assert "custom_jvp" not in jaxpr and "remat" not in jaxpr
+    # A 64 KiB budget: rematerialised row blocks (1009 rows: prime, so the last block is padded); the
+    # values and gradients are the dense path's. Fresh shapes below, so fresh traces.
     monkeypatch.setattr(contract, "FULL_BYTES", 2**16)
-    large = KANLayer(64, 5, BSpline(64), key=jax.random.PRNGKey(0))
-    assert "custom_jvp" in str(jax.make_jaxpr(large)(x))
-    mask = large._numeric_mask()
-    ref = large._dense_sum(x, large.spline_weight * mask[..., None], mask) + large.bias
-    np.testing.assert_allclose(np.asarray(large(x)), np.asarray(ref), atol=2e-5)
+    monkeypatch.setattr(contract, "BLOCK_BYTES", 2**16)
+    x = x.at[:5, 0].set(jnp.asarray(BSpline(64).grid)[0, :5]).at[5, 1].set(40.0)  # knots; far outside
+    x = jnp.concatenate([x, x[:-15]])[:1009]
+    for basis in (BSpline(64), GaussianRBF(64, 4)):
+        large = KANLayer(64, 5, basis, key=jax.random.PRNGKey(0))
+        jaxpr = str(jax.make_jaxpr(large)(x))
+        assert "remat" in jaxpr and "custom_jvp" not in jaxpr
+
+        def ref(m, x):
+            mask = m._numeric_mask()
+            return m._dense_sum(x, m.spline_weight * mask[..., None], mask) + m.bias
+
+        loss = lambda f: lambda m, x: jnp.sum(jnp.sin(f(m, x)))
+        (v, g), (v_ref, g_ref) = (jax.jit(jax.value_and_grad(loss(f), argnums=(0, 1)))(large, x)
+                                  for f in (lambda m, x: m(x), ref))
+        np.testing.assert_allclose(v, v_ref, rtol=1e-5)
+        for a, b in zip(jax.tree_util.tree_leaves(g), jax.tree_util.tree_leaves(g_ref)):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=2e-5)  # block sums
+    # contraction="dense" / "local" still run the local-piece edge sum.
+    forced = KANLayer(64, 6, BSpline(64), key=jax.random.PRNGKey(0), contraction="dense")
+    assert "custom_jvp" in str(jax.make_jaxpr(forced)(x[:8]))
 
 
 def test_row_blocks_divide_the_batch_and_small_batches_stay_whole():

@@ -45,11 +45,12 @@ class KANLayer(eqx.Module):
     scaled SiLU, like pykan's init, which trains small symbolic-regression KANs more reliably; the
     even split keeps deep stacks stable (a SiLU-dominated 32-layer stack drifts ~17x).
 
-    With a :class:`bases.BSpline` basis and ``contraction="auto"`` (default), a batch whose ``(batch, in,
-    G + k)`` features fit in :data:`bases.bspline_contract.FULL_BYTES` (64 MiB) runs the plain dense path
-    (one matmul, autodiff; the fastest form measured, see ``_small``); a larger one runs through
-    :func:`bases.bspline_edge_sum` in rematerialised row blocks, so training never holds its whole feature
-    tensor. ``contraction="dense"`` or ``"local"`` forces the edge sum in that form at every size.
+    With ``contraction="auto"`` (default), a batch whose ``(batch, in, k)`` features fit in
+    :data:`bases.bspline_contract.FULL_BYTES` (64 MiB) runs the plain dense path (one matmul, autodiff;
+    the fastest form measured, see ``_fits_whole``); a larger one runs the same path in rematerialised
+    row blocks, so training never holds its whole feature tensor (every basis). With a
+    :class:`bases.BSpline` basis, ``contraction="dense"`` or ``"local"`` runs
+    :func:`bases.bspline_edge_sum` (features from the ``k + 1`` local pieces) in that form instead.
     """
 
     basis: Basis
@@ -121,10 +122,12 @@ class KANLayer(eqx.Module):
         check_last_dim(x, self.in_features, "KANLayer")
         mask = self._numeric_mask()
         weight = self.spline_weight * mask[..., None]
-        if isinstance(self.basis, BSpline) and not self._small(x):
+        if isinstance(self.basis, BSpline) and self.contraction != "auto":
             y = self._bspline_sum(x, weight, mask)
-        else:
+        elif self._fits_whole(x):
             y = self._dense_sum(x, weight, mask)
+        else:
+            y = self._blocked_dense_sum(x, weight, mask)
         if self.symbolic is not None:
             sym_mask = jax.lax.stop_gradient(self.edge_mask * self.symbolic.active)
             y = y + jnp.sum(self.symbolic(x) * sym_mask, axis=-1)
@@ -132,22 +135,34 @@ class KANLayer(eqx.Module):
             y = y + self.bias
         return y
 
-    def _small(self, x: Array) -> bool:
-        """Whether the plain dense path (features by ``self.basis``, autodiff) serves this batch: it does
-        with ``contraction="auto"`` whenever the whole ``(rows, in, G + k)`` feature tensor fits in
-        :data:`bases.bspline_contract.FULL_BYTES`, the size below which the edge sum would build it whole
-        too. There autodiff is as fast or faster (fwd+bwd w.r.t. parameters and input, 2 CPU cores, one
-        run of ``benchmarks.layers``-style interleaved timing, dense/edge-sum time: 0.99x at 128 -> 128
-        G=5 batch 1024, 0.75x at 256 G=10 batch 1024, 0.92x at 256 G=10 batch 4096, 0.93x at 512 G=20
-        batch 1024) with no more XLA memory (148 vs 176 MiB at 512 G=20 batch 1024), and an L-BFGS fit
-        compiles about twice as fast without the custom JVP (7.9 s vs 14.5 s for a [2, 5, 1] KAN on 1000
-        rows, 3 steps). Larger batches take the rematerialised row blocks of the edge sum, so training
-        never holds their features (256 G=10 batch 32768: 174 vs 1031 MiB)."""
-        if self.contraction != "auto":
-            return False
+    def _fits_whole(self, x: Array) -> bool:
+        """Whether the ``(rows, in, k)`` features of this batch fit in
+        :data:`bases.bspline_contract.FULL_BYTES` (64 MiB): then the plain dense path runs (features by
+        ``self.basis``, one matmul, autodiff); larger batches run it in rematerialised row blocks
+        (:meth:`_blocked_dense_sum`), so training never holds their features.
+
+        For B-splines this replaced the local-piece edge sum of :func:`bases.bspline_edge_sum` as the
+        "auto" path: fwd+bwd w.r.t. parameters and input on 2 CPU cores, interleaved, dense/edge-sum
+        time 0.99x (128 -> 128, G=5, batch 1024), 0.75x (256, G=10, 1024), 0.92x (256, G=10, 4096),
+        0.93x (512, G=20, 1024), with no more XLA memory (148 vs 176 MiB at 512, G=20, 1024); in row
+        blocks 0.88-0.97x (128 G=5 and 256 G=10 at batch 32768, 256 G=10 at 8192) at 0.78-1.0x the
+        XLA memory (167 vs 174 MiB at 256, G=10, 32768). Without the custom JVP an L-BFGS fit also
+        compiles about twice as fast (7.9 s vs 14.5 s for a [2, 5, 1] KAN on 1000 rows, 3 steps)."""
         rows = int(np.prod(x.shape[:-1])) if x.ndim > 1 else 1
         itemsize = jnp.dtype(jnp.promote_types(x.dtype, jnp.float32)).itemsize
         return rows * self.in_features * self.spline_weight.shape[-1] * itemsize <= bspline_contract.FULL_BYTES
+
+    def _blocked_dense_sum(self, x: Array, weight: Array, mask: Array) -> Array:
+        """:meth:`_dense_sum` over row blocks of about :data:`bases.bspline_contract.BLOCK_BYTES` of
+        features, each under ``jax.checkpoint`` (the backward rebuilds a block's features from ``x``)."""
+        lead = x.shape[:-1]
+        flat = x.reshape(-1, self.in_features)
+        chunk = bspline_contract.chunk_rows(self.in_features, self.spline_weight.shape[-1] + 1, flat.shape[0],
+                                            self.out_features)
+        blocks, rows = bspline_contract.row_blocks(flat, chunk)
+        block = jax.checkpoint(lambda xb: self._dense_sum(xb, weight, mask))
+        y = jax.lax.map(block, blocks).reshape(-1, self.out_features)[:rows]
+        return y.reshape(lead + (self.out_features,))
 
     def _bspline_sum(self, x: Array, weight: Array, mask: Array) -> Array:
         activation = None
