@@ -106,8 +106,10 @@ def pair_feature_stats(activation: str, function_type: str, x: Float[Array, "...
     function type), reduced straight to the four ``(..., d)`` tangents; reverse mode transposes it, and
     forward mode / Hessians work. At ties of ``min`` / ``max`` the tangent is the mean over the tied
     functions of the same input, as for ``jnp.min``."""
-    act, fn = ACTIVATIONS[activation], FUNCTION_TYPES[function_type]
-    feats = fn(act(x[..., None] - start), act(end - x[..., None]))
+    return _reductions(_pair_features(activation, function_type, x[..., None], start, end), weights)
+
+
+def _reductions(feats: Array, weights: Array) -> tuple[Array, Array, Array, Array]:
     return jnp.sum(feats * weights, -1), jnp.sum(feats, -1), jnp.min(feats, -1), jnp.max(feats, -1)
 
 
@@ -122,11 +124,11 @@ def _stats_jvp(activation, function_type, primals, tangents):
     feats, f_a = jax.jvp(lambda a: fn(a, b), (a,), (jnp.ones_like(a),))
     f_b = jax.jvp(lambda b: fn(a, b), (b,), (jnp.ones_like(b),))[1]
     d_feats = f_a * da * (dx[..., None] - d_start) + f_b * db * (d_end - dx[..., None])
-    lo, hi = jnp.min(feats, -1), jnp.max(feats, -1)
+    out = _reductions(feats, weights)
+    lo, hi = out[2], out[3]
     at_lo, at_hi = feats == lo[..., None], feats == hi[..., None]
     d_lo = jnp.sum(jnp.where(at_lo, d_feats, 0.0), -1) / jnp.sum(at_lo, -1).astype(x.dtype)
     d_hi = jnp.sum(jnp.where(at_hi, d_feats, 0.0), -1) / jnp.sum(at_hi, -1).astype(x.dtype)
-    out = (jnp.sum(feats * weights, -1), jnp.sum(feats, -1), lo, hi)
     return out, (jnp.sum(d_feats * weights + feats * d_weights, -1), jnp.sum(d_feats, -1), d_lo, d_hi)
 
 

@@ -125,16 +125,17 @@ class AFKANLayer(eqx.Module):
         """Min-max scaling of the features to [0, 1], per sample or over the whole batch."""
         if self.normalization == "none":
             return feats
-        lo, scale = self._min_max_scale(feats)
+        lo, scale = self._min_max_scale(jnp.min(feats, -1), jnp.max(feats, -1))
         return (feats - lo[..., None]) * scale[..., None]
 
-    def _min_max_scale(self, feats: Float[Array, "... d k"]) -> tuple[Array, Array]:
-        """``lo`` and ``1 / (hi - lo + eps)``, shaped ``(..., 1)`` (per sample) or ``(1, ..., 1)``."""
-        axes = (feats.ndim - 2, feats.ndim - 1) if self.normalization == "per_sample" else tuple(range(feats.ndim))
-        lo, hi = jnp.min(feats, axis=axes), jnp.max(feats, axis=axes)
-        if self.normalization == "batch":
-            lo, hi = lo[(None,) * (feats.ndim - 2)], hi[(None,) * (feats.ndim - 2)]
-        return lo[..., None], 1.0 / (hi[..., None] - lo[..., None] + _EPS)
+    def _min_max_scale(self, row_lo: Float[Array, "... d"], row_hi: Float[Array, "... d"]) -> tuple[Array, Array]:
+        """``lo`` and ``1 / (hi - lo + eps)`` from each input's feature minima and maxima: shaped
+        ``(..., 1)`` per sample, scalars over the whole batch (``"none"``: 0 and 1)."""
+        if self.normalization == "none":
+            return jnp.zeros((), row_lo.dtype), jnp.ones((), row_lo.dtype)
+        axes = -1 if self.normalization == "per_sample" else None
+        lo = jnp.min(row_lo, axis=axes, keepdims=axes is not None)
+        return lo, 1.0 / (jnp.max(row_hi, axis=axes, keepdims=axes is not None) - lo + _EPS)
 
     def _reduce_raw(self, x: Float[Array, "... d"]) -> Float[Array, "... d"]:
         """:meth:`reduce` of :meth:`normalize` of the features of ``x`` for the reductions affine in the
@@ -144,12 +145,7 @@ class AFKANLayer(eqx.Module):
         v = self.score_weight.astype(x.dtype)
         dot, total, row_lo, row_hi = pair_feature_stats(self.basis.activation, self.basis.function_type,
                                                         x[..., 0], start, end, v)
-        if self.normalization == "none":
-            lo, scale = jnp.zeros((), x.dtype), jnp.ones((), x.dtype)
-        else:
-            axes = -1 if self.normalization == "per_sample" else None
-            lo = jnp.min(row_lo, axis=axes, keepdims=axes is not None)
-            scale = 1.0 / (jnp.max(row_hi, axis=axes, keepdims=axes is not None) - lo + _EPS)
+        lo, scale = self._min_max_scale(row_lo, row_hi)
         scores = (dot - lo * jnp.sum(v)) * scale + self.score_bias
         if self.reduction == "linear":
             return scores

@@ -20,7 +20,6 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from bases import Basis, BSpline, buffer_field, bspline_edge_sum, check_last_dim, gaussian_expectation
 import bases.bspline_contract as bspline_contract
-from bases.bspline_contract import CONTRACTIONS
 from bases.init_random import scaled_normal
 
 
@@ -86,8 +85,9 @@ class KANLayer(eqx.Module):
         if basis.in_features != in_features:
             raise ValueError(f"KANLayer: basis has in_features={basis.in_features}, layer has {in_features}")
         self.in_features, self.out_features = int(in_features), int(out_features)
-        if contraction not in CONTRACTIONS:
-            raise ValueError(f"KANLayer: contraction must be one of {CONTRACTIONS}, got {contraction!r}")
+        if contraction not in bspline_contract.CONTRACTIONS:
+            raise ValueError(f"KANLayer: contraction must be one of {bspline_contract.CONTRACTIONS}, "
+                             f"got {contraction!r}")
         if contraction != "auto":  # left at the class default otherwise (checkpoints stay as they were)
             self.contraction = contraction
         self.basis = basis
@@ -157,8 +157,8 @@ class KANLayer(eqx.Module):
         features, each under ``jax.checkpoint`` (the backward rebuilds a block's features from ``x``)."""
         lead = x.shape[:-1]
         flat = x.reshape(-1, self.in_features)
-        chunk = bspline_contract.chunk_rows(self.in_features, self.spline_weight.shape[-1] + 1, flat.shape[0],
-                                            self.out_features)
+        width = self.spline_weight.shape[-1] + (self.base_weight is not None)  # features per input
+        chunk = bspline_contract.chunk_rows(self.in_features, width, flat.shape[0], self.out_features)
         blocks, rows = bspline_contract.row_blocks(flat, chunk)
         block = jax.checkpoint(lambda xb: self._dense_sum(xb, weight, mask))
         y = jax.lax.map(block, blocks).reshape(-1, self.out_features)[:rows]
