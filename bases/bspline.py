@@ -3,10 +3,11 @@
 Per input coordinate a knot vector of ``G + 2k + 1`` knots: ``G`` intervals over the grid range,
 extended by ``k`` knots on each side, giving ``G + k`` B-splines of order (degree) ``k``.
 Uniform grids use the closed-form cardinal B-spline (piecewise polynomials of the position inside
-the knot interval, no recursion); non-uniform grids (after a grid update) use Cox-de Boor.
-``BSpline.__call__`` is the dense reference; ``kan.KANLayer`` evaluates only the ``k + 1`` local pieces
-per point (``bases.bspline_local``, ``bases.bspline_contract``). Second moments under N(0, 1) come from
-``bases.bspline_moments`` (per distinct knot vector, no compile).
+the knot interval, no recursion); non-uniform grids (after a grid update) use Cox-de Boor. Both carry
+the closed-form derivative as a custom JVP (``bases.bspline_features``).
+``kan.KANLayer`` contracts these dense features by default; with ``contraction="dense"`` / ``"local"``
+it runs the local-piece edge sum (``bases.bspline_local``, ``bases.bspline_contract``) instead.
+Second moments under N(0, 1) come from ``bases.bspline_moments`` (per distinct knot vector, no compile).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 from jaxtyping import Array, Float, Int
 
 from .basis import Basis, check_last_dim
-from .bspline_local import cardinal_pieces as _cardinal_pieces
+from .bspline_features import cardinal_features, cox_de_boor_features
 from .bspline_moments import second_moment_traces, second_moments
 from .buffers import buffer_field
 
@@ -102,40 +103,8 @@ class BSpline(Basis):
         grid = jax.lax.stop_gradient(self.grid)
         x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
         if self.uniform:
-            return self._closed_form(x, grid)
-        return self._cox_de_boor(x, grid)
-
-    def _closed_form(self, x: Array, grid: Array) -> Array:
-        k = self.order
-        step = (grid[:, -1] - grid[:, 0]) / (grid.shape[1] - 1)
-        u = (x - grid[:, 0]) / step
-        # Clamp far-away inputs so floor/subtraction stay exact; they still land outside the support.
-        u = jnp.clip(u, -2.0, grid.shape[1] + 1.0)
-        cell = jnp.floor(u)
-        t = (u - cell)[..., None]
-        coeffs = jnp.asarray(_cardinal_pieces(k), x.dtype)  # (k+1 pieces, k+1 powers)
-        pieces = jnp.zeros(t.shape[:-1] + (k + 1,), x.dtype) + coeffs[:, k]
-        for m in range(k - 1, -1, -1):  # Horner in t for every piece at once
-            pieces = pieces * t + coeffs[:, m]
-        # Basis i is nonzero on cells i..i+k; in cell j it equals piece (j - i).
-        piece_of = cell.astype(jnp.int32)[..., None] - jnp.arange(self.num_functions)
-        feats = jnp.zeros(piece_of.shape, x.dtype)
-        for p in range(k + 1):
-            feats = feats + jnp.where(piece_of == p, pieces[..., p : p + 1], 0.0)
-        return feats
-
-    def _cox_de_boor(self, x: Array, grid: Array) -> Array:
-        x = x[..., None]
-        feats = ((x >= grid[:, :-1]) & (x < grid[:, 1:])).astype(x.dtype)
-        for p in range(1, self.order + 1):
-            left_den = grid[:, p:-1] - grid[:, : -(p + 1)]
-            right_den = grid[:, p + 1 :] - grid[:, 1:-p]
-            left = (x - grid[:, : -(p + 1)]) / jnp.where(left_den == 0, 1.0, left_den)
-            right = (grid[:, p + 1 :] - x) / jnp.where(right_den == 0, 1.0, right_den)
-            feats = jnp.where(left_den == 0, 0.0, left) * feats[..., :-1] + jnp.where(
-                right_den == 0, 0.0, right
-            ) * feats[..., 1:]
-        return feats
+            return cardinal_features(x, grid, self.order)
+        return cox_de_boor_features(x, grid, self.order)
 
     def gaussian_second_moment(self) -> Float[Array, "d k k"]:
         """``E[F(x) F(x)^T]`` under N(0, 1) per input, by exact-order quadrature per distinct knot vector
