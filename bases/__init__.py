@@ -15,7 +15,7 @@ from .rbf import GaussianRBF
 from .relu_kan import ReLUKAN
 from .rational import Rational
 from .rational_init import rational_init
-from .buffers import buffer_field, count_parameters, trainable_filter
+from .buffers import buffer_field, count_parameters, host_array, trainable_filter
 from .symbolic_edges import SymbolicEdges
 from .symbolic_functions import SafeFunction, evaluate as evaluate_symbolic, get_jnp_function, register_jnp_function
 
@@ -37,6 +37,7 @@ __all__ = [
     "buffer_field",
     "check_last_dim",
     "count_parameters",
+    "host_array",
     "gaussian_expectation",
     "trainable_filter",
     "SafeFunction",

@@ -23,7 +23,7 @@ from jaxtyping import Array, Float, Int
 from .basis import Basis, check_last_dim
 from .bspline_features import cardinal_features, cox_de_boor_features
 from .bspline_moments import second_moment_traces, second_moments
-from .buffers import buffer_field
+from .buffers import buffer_field, host_array
 
 
 def _extend_knots(interior: np.ndarray, order: int) -> np.ndarray:
@@ -91,7 +91,7 @@ class BSpline(Basis):
         expected = (in_features, grid_size + 2 * order + 1)
         if tuple(grid.shape) != expected:
             raise ValueError(f"BSpline: grid must have shape {expected}, got {tuple(grid.shape)}")
-        self.grid = jnp.asarray(grid, jnp.float32)
+        self.grid = host_array(grid, np.float32)
         self.uniform = bool(uniform)
 
     @property
@@ -112,14 +112,14 @@ class BSpline(Basis):
         grid = _concrete(self.grid)
         if grid is None:  # inside a trace: the generic streamed quadrature
             return super().gaussian_second_moment()
-        return jnp.asarray(second_moments(grid, self.order), jnp.float32)
+        return host_array(second_moments(grid, self.order), np.float32)
 
     def gaussian_second_moment_trace(self) -> Float[Array, " d"]:
         """``E[sum_i F_i(x)^2]`` under N(0, 1) per input (see :meth:`gaussian_second_moment`)."""
         grid = _concrete(self.grid)
         if grid is None:
             return super().gaussian_second_moment_trace()
-        return jnp.asarray(second_moment_traces(grid, self.order), jnp.float32)
+        return host_array(second_moment_traces(grid, self.order), np.float32)
 
     def domain(self) -> tuple[Float[Array, " d"], Float[Array, " d"]]:
         return self.grid[:, self.order], self.grid[:, -self.order - 1]

@@ -12,7 +12,9 @@ from typing import Any
 
 import equinox as eqx
 import jax
+import jax.numpy as jnp
 import jax.tree_util as jtu
+import numpy as np
 
 
 def buffer_field(**kwargs: Any) -> Any:
@@ -53,6 +55,18 @@ def trainable_filter(tree: Any) -> Any:
     """Boolean pytree shaped like ``tree``: True on floating-point parameters, False on buffers,
     integer arrays and non-array leaves. Use with ``eqx.partition(tree, trainable_filter(tree))``."""
     return jtu.tree_map_with_path(lambda path, leaf: _leaf_is_trainable(tree, path, leaf), tree)
+
+
+def host_array(a: Any, dtype: Any = None) -> jax.Array:
+    """``a`` (NumPy, array-like or a concrete JAX array) as a device array of ``dtype`` (default: JAX's
+    default float, float32 unless x64 is on), converted on the host and put on the default device by
+    ``jax.device_put``: no XLA program. Eager ``jnp`` ops on small bookkeeping arrays (zeros, masks,
+    knots, index picks, dtype casts, even ``jnp.asarray`` of a NumPy array) compile one tiny program
+    per shape, 10-40 ms each on a CPU. A tracer (inside jit / vmap) goes through ``jnp.asarray``."""
+    dtype = jax.dtypes.canonicalize_dtype(jnp.float64 if dtype is None else dtype)
+    if isinstance(a, jax.core.Tracer):
+        return jnp.asarray(a, dtype)
+    return jax.device_put(np.asarray(a, dtype))
 
 
 def count_parameters(tree: Any) -> int:

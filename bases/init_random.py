@@ -5,6 +5,10 @@ keeps the two 32-bit counter words and the two output words alive, so drawing an
 tensor lifts memory by about four times the tensor (measured: a ``(256, 256, 13)`` draw has 9.75 MiB
 of XLA temporaries for a 3.25 MiB result). Large draws are therefore made in row chunks inside one
 compiled loop, each chunk with its own key, so the transient is one chunk's working set.
+
+Small draws compile once per power-of-two size, not once per shape: with JAX's default partitionable
+threefry the value at flat index ``i`` of ``jax.random.normal(key, shape)`` depends on ``key`` and ``i``
+only, so ``normal(key, (2^m,))[:size]`` reshaped is the same array, bit for bit.
 """
 
 from __future__ import annotations
@@ -15,7 +19,10 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
+
+from .buffers import host_array
 
 LARGE_ELEMENTS = 1 << 16  # draws at least this big go in chunks (below: one jax.random.normal)
 CHUNK_ELEMENTS = 1 << 14  # at most this many elements per chunk
@@ -59,4 +66,22 @@ def scaled_normal(key: PRNGKeyArray, shape: Sequence[int], std: float, dtype=Non
         rows_per_chunk = _rows_per_chunk(shape[0], size // shape[0])
         if rows_per_chunk:
             return _chunked_normal(key, jnp.asarray(std, dtype), shape, rows_per_chunk, dtype)
+    if _bucketable(key, std):
+        flat = np.asarray(_bucket_normal(key, max(256, 1 << max(size - 1, 0).bit_length()), dtype))
+        return host_array(np.asarray(std, dtype) * flat[:size].reshape(shape), dtype)
     return std * jax.random.normal(key, shape, dtype)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _bucket_normal(key: PRNGKeyArray, size: int, dtype) -> Array:
+    return jax.random.normal(key, (size,), dtype)
+
+
+def _bucketable(key: PRNGKeyArray, std: float) -> bool:
+    """Whether a small draw may come from a power-of-two draw (see the module docstring): a concrete
+    raw threefry key under the partitionable threefry, and a concrete ``std``."""
+    if isinstance(key, jax.core.Tracer) or isinstance(std, jax.core.Tracer):
+        return False
+    if not jax.config.jax_threefry_partitionable or jax.config.jax_default_prng_impl != "threefry2x32":
+        return False
+    return getattr(key, "dtype", None) == jnp.uint32 and tuple(key.shape) == (2,)

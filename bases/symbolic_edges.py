@@ -15,12 +15,13 @@ from __future__ import annotations
 from typing import Sequence
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
 from .basis import check_last_dim
-from .buffers import buffer_field
+from .buffers import buffer_field, host_array
 from .symbolic_functions import get_jnp_function
 
 IDENTITY_AFFINE = (1.0, 0.0, 1.0, 0.0)  # (a, b, c, d): c * f(a x + b) + d = f(x)
@@ -49,13 +50,13 @@ class SymbolicEdges(eqx.Module):
 
     def __init__(self, names: Sequence[Sequence[str]], affine: Float[Array, "out in 4"],
                  active: Float[Array, "out in"]):
-        affine = jnp.asarray(affine, jnp.float32)
-        active = jnp.asarray(active, jnp.float32)
+        affine = host_array(affine, np.float32)
+        active = host_array(active, np.float32)
         if affine.ndim != 3 or affine.shape[-1] != 4:
             raise ValueError(f"SymbolicEdges: affine must have shape (out, in, 4), got {affine.shape}")
         if active.shape != affine.shape[:2]:
             raise ValueError(f"SymbolicEdges: active must have shape {affine.shape[:2]}, got {active.shape}")
-        if not bool(jnp.all(jnp.isfinite(affine))):
+        if not isinstance(affine, jax.core.Tracer) and not np.all(np.isfinite(np.asarray(affine))):
             raise ValueError("SymbolicEdges: affine parameters contain NaN or inf")
         self.names = _check_names(names, affine.shape[:2])
         self.affine = affine
@@ -65,8 +66,8 @@ class SymbolicEdges(eqx.Module):
     def empty(cls, out_features: int, in_features: int) -> "SymbolicEdges":
         """No symbolic edge yet: all inactive, all ``"0"``."""
         names = (("0",) * in_features,) * out_features
-        affine = jnp.broadcast_to(jnp.asarray(IDENTITY_AFFINE), (out_features, in_features, 4))
-        return cls(names, affine, jnp.zeros((out_features, in_features)))
+        affine = np.broadcast_to(np.asarray(IDENTITY_AFFINE), (out_features, in_features, 4))
+        return cls(names, affine, np.zeros((out_features, in_features)))
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -108,8 +109,8 @@ class SymbolicEdges(eqx.Module):
         out_idx = np.asarray(out_idx, dtype=int)
         in_idx = np.asarray(in_idx, dtype=int)
         names = np.array(self.names, dtype=object)[np.ix_(out_idx, in_idx)]
-        return SymbolicEdges(names.tolist(), self.affine[out_idx][:, in_idx],
-                             self.active[out_idx][:, in_idx])
+        pick = np.ix_(out_idx, in_idx)
+        return SymbolicEdges(names.tolist(), np.asarray(self.affine)[pick], np.asarray(self.active)[pick])
 
     def function_name(self, out_idx: int, in_idx: int) -> str | None:
         """The function name of an active edge, None for a numeric edge."""

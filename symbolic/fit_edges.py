@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from bases import host_array
 from bases.symbolic_functions import get_jnp_function
 
 from .library import Library, as_library
@@ -182,7 +183,7 @@ def fit_curves(
     padded = max(8, 1 << (num - 1).bit_length())
     t_pad = np.concatenate([t, np.repeat(t[:1], padded - num, axis=0)])
     u_pad = np.concatenate([u, np.repeat(u[:1], padded - num, axis=0)])
-    p, sse = _fit_all(jnp.asarray(t_pad, jnp.float32), jnp.asarray(u_pad, jnp.float32), lib.names,
+    p, sse = _fit_all(host_array(t_pad, np.float32), host_array(u_pad, np.float32), lib.names,
                       int(grid_size), int(zooms), int(steps))
     p, sse = np.asarray(p, np.float64)[:num], np.asarray(sse, np.float64)[:num]
     sst = np.sum(u * u, axis=1)  # of the normalised curve: n, or 0 for a constant curve

@@ -16,6 +16,7 @@ import numpy as np
 import sympy as sp
 from jaxtyping import Array, Float
 
+from bases import host_array
 from kan.layers.mult import combine_expressions, mult_counts
 
 from .constants import safe_lambdify, snap_constants
@@ -221,7 +222,7 @@ def extract_formula(
     if y.ndim != 2 or vy.ndim != 2 or y.shape[1] != model.widths[-1]:
         raise ValueError(f"extract_formula: y must have shape (n, {model.widths[-1]}), got {y.shape}")
     variables = default_variables(model.widths[0]) if variables is None else tuple(variables)
-    net = np.asarray(_predict(model, jnp.asarray(vx, jnp.float32)), np.float64)
+    net = np.asarray(_predict(model, host_array(vx, np.float32)), np.float64)
     formulas = []
     for o, expr in enumerate(model_expressions(model, variables)):
         expr = canonicalize(expr)

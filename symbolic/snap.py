@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from bases import host_array
 from bases.symbolic_edges import IDENTITY_AFFINE, SymbolicEdges
 from kan.layers.mult import mult_counts
 from kan.edit.surgery import replace_fields
@@ -58,7 +59,7 @@ def _check_model(model: Any, x: Array) -> Array:
         raise ValueError(f"expected x of shape (n>=2, {layers[0].in_features}), got {tuple(x.shape)}")
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise TypeError(f"x must be floating point, got dtype {x.dtype}")
-    if not bool(jnp.all(jnp.isfinite(x))):
+    if not np.all(np.isfinite(np.asarray(x))):
         raise ValueError("x contains NaN or inf")
     return x
 
@@ -120,7 +121,7 @@ def auto_symbolic(
     for l in layer_ids:
         layer = model.layers[l]
         sym = _symbolic_of(layer)
-        phi = np.asarray(_edge_functions(layer, jnp.asarray(samples[l], jnp.float32)), np.float64)
+        phi = np.asarray(_edge_functions(layer, host_array(samples[l], np.float32)), np.float64)
         todo = (np.asarray(layer.edge_mask) > 0) & (np.asarray(sym.active) == 0)
         for o, i in zip(*np.nonzero(todo)):
             edges.append((l, int(o), int(i)))

@@ -11,9 +11,20 @@ from bases.init_random import LARGE_ELEMENTS, scaled_normal
 
 def test_small_draws_are_jax_random_normal_scaled():
     key = jax.random.PRNGKey(3)
-    shape = (5, 7, 8)
-    np.testing.assert_array_equal(np.asarray(scaled_normal(key, shape, 0.37)),
-                                  np.asarray(0.37 * jax.random.normal(key, shape)))
+    for shape in [(5, 7, 8), (5, 2), (1, 5, 6), (3,), (0, 4), (255, 256)]:
+        np.testing.assert_array_equal(np.asarray(scaled_normal(key, shape, np.float64(0.37))),
+                                      np.asarray(np.float64(0.37) * jax.random.normal(key, shape)))
+    # Inside a trace (vmap over keys) the same values come from jax.random.normal directly.
+    keys = jax.random.split(key, 3)
+    np.testing.assert_array_equal(np.asarray(jax.vmap(lambda k: scaled_normal(k, (4, 3), 0.5))(keys)),
+                                  np.asarray(jax.vmap(lambda k: 0.5 * jax.random.normal(k, (4, 3)))(keys)))
+
+
+def test_small_draws_of_many_shapes_share_one_compiled_program():
+    before = init_random._bucket_normal._cache_size()
+    for shape in [(2, 5, 6), (5, 1, 6), (2, 5), (5, 1), (7, 9), (3, 3, 3)]:  # all <= 256 elements
+        scaled_normal(jax.random.PRNGKey(1), shape, 1.0)
+    assert init_random._bucket_normal._cache_size() - before <= 1
 
 
 def test_large_draws_are_reproducible_standardised_and_not_repeated_chunks():

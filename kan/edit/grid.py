@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from bases import Basis
+from bases import Basis, host_array
 
 from ..layers.layer import KANLayer
 from ..layers.mult import layer_output_to_nodes
@@ -34,7 +34,7 @@ def refit_basis(layer: KANLayer, new_basis: Basis, x: Float[Array, "n in"]) -> K
     """``layer`` with ``new_basis`` and spline weights refitted so that each edge's basis part
     matches the old one on the samples ``x`` (least squares per input coordinate)."""
     x = _check_samples(x, layer.in_features, "refit_basis")
-    x32 = jnp.asarray(x, jnp.float32)
+    x32 = host_array(x, np.float32)
     old_feats = np.asarray(_features(layer.basis, x32), np.float64)  # (n, d, k)
     new_feats = np.asarray(_features(new_basis, x32), np.float64)  # (n, d, k')
     weight = np.asarray(layer.spline_weight, np.float64)  # (o, d, k)
@@ -44,7 +44,7 @@ def refit_basis(layer: KANLayer, new_basis: Basis, x: Float[Array, "n in"]) -> K
         sol, *_ = np.linalg.lstsq(new_feats[:, d, :], targets[:, d, :], rcond=None)
         new_weight[:, d, :] = sol.T
     layer = eqx.tree_at(lambda l: l.basis, layer, new_basis)
-    return eqx.tree_at(lambda l: l.spline_weight, layer, jnp.asarray(new_weight, jnp.float32))
+    return eqx.tree_at(lambda l: l.spline_weight, layer, host_array(new_weight, np.float32))
 
 
 def update_layer_grid(layer: KANLayer, x: Float[Array, "n in"], grid_eps: float = 0.02) -> KANLayer:
@@ -63,7 +63,8 @@ def update_grid(model, x: Float[Array, "n in"], grid_eps: float = 0.02):
     for l, layer in enumerate(model.layers):
         new_layer = update_layer_grid(layer, h, grid_eps) if isinstance(layer, KANLayer) else layer
         layers.append(new_layer)
-        h = layer_output_to_nodes(model, l, new_layer(h))
+        if l + 1 < len(model.layers):  # the next layer's inputs (none needed after the last)
+            h = layer_output_to_nodes(model, l, new_layer(h))
     return eqx.tree_at(lambda m: m.layers, model, tuple(layers))
 
 
@@ -83,8 +84,8 @@ def refine(model, grid_size: int, x: Float[Array, "n in"] | None = None, grid_ep
     kept where the data is (also for hidden inputs outside the old grid range).
     """
     layers = []
-    h = None if x is None else jnp.asarray(_check_samples(x, model.layers[0].in_features, "refine"),
-                                           jnp.float32)
+    h = None if x is None else host_array(_check_samples(x, model.layers[0].in_features, "refine"),
+                                          np.float32)
     for l, layer in enumerate(model.layers):
         if not hasattr(layer.basis, "with_grid_size"):
             raise TypeError(f"refine: {type(layer.basis).__name__} has no grid to extend")
@@ -96,6 +97,6 @@ def refine(model, grid_size: int, x: Float[Array, "n in"] | None = None, grid_ep
             samples = h
         new_layer = refit_basis(layer, new_basis, samples)
         layers.append(new_layer)
-        if h is not None:
+        if h is not None and l + 1 < len(model.layers):
             h = layer_output_to_nodes(model, l, new_layer(h))
     return eqx.tree_at(lambda m: m.layers, model, tuple(layers))

@@ -9,6 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from bases import host_array
+
 from ..layers.mult import mult_counts, node_to_subnodes, subnodes_of
 from ..train.regularization import attribution_scores
 from .surgery import keep_inputs, keep_outputs, replace_fields
@@ -39,7 +41,7 @@ def mask_hidden_nodes(model, hidden: int, keep: np.ndarray):
     into = np.asarray(layers[hidden - 1].edge_mask) * kept_subnodes[:, None]
     out_of = np.asarray(layers[hidden].edge_mask) * kept[None, :]
     return eqx.tree_at(lambda m: (m.layers[hidden - 1].edge_mask, m.layers[hidden].edge_mask), model,
-                       (jnp.asarray(into, jnp.float32), jnp.asarray(out_of, jnp.float32)))
+                       (host_array(into, np.float32), host_array(out_of, np.float32)))
 
 
 def prune_nodes(model, x: Float[Array, "n in"], node_th: float = 1e-2, *, shrink: bool = True):
@@ -60,7 +62,8 @@ def prune_nodes(model, x: Float[Array, "n in"], node_th: float = 1e-2, *, shrink
 def prune_edges(model, x: Float[Array, "n in"], edge_th: float = 3e-2):
     """Mask edges whose attribution score is at most ``edge_th``."""
     _, edge_scores = attribution_scores(model, jnp.asarray(x))
-    masks = [layer.edge_mask * (score > edge_th) for layer, score in zip(model.layers, edge_scores)]
+    masks = [host_array(np.asarray(layer.edge_mask) * (np.asarray(score) > edge_th), layer.edge_mask.dtype)
+             for layer, score in zip(model.layers, edge_scores)]
     return eqx.tree_at(lambda m: [layer.edge_mask for layer in m.layers], model, masks)
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import jax.numpy as jnp
 import numpy as np
+
+from bases import host_array
 
 from ..layers.layer import KANLayer
 
@@ -31,15 +32,20 @@ def _select_symbolic(symbolic: Any, out_idx: np.ndarray, in_idx: np.ndarray) -> 
     return symbolic.select(out_idx, in_idx)
 
 
+def _take(a: Any, idx: np.ndarray, axis: int) -> Any:
+    """Entries ``idx`` of ``a`` along ``axis``, picked on the host (no XLA gather program per shape)."""
+    return None if a is None else host_array(np.take(np.asarray(a), idx, axis=axis), a.dtype)
+
+
 def keep_outputs(layer: KANLayer, indices: np.ndarray) -> KANLayer:
     """``layer`` with only the output nodes ``indices``."""
     idx = np.asarray(indices, dtype=int)
     return replace_fields(
         layer,
-        spline_weight=layer.spline_weight[idx],
-        base_weight=None if layer.base_weight is None else layer.base_weight[idx],
-        bias=None if layer.bias is None else layer.bias[idx],
-        edge_mask=layer.edge_mask[idx],
+        spline_weight=_take(layer.spline_weight, idx, 0),
+        base_weight=_take(layer.base_weight, idx, 0),
+        bias=_take(layer.bias, idx, 0),
+        edge_mask=_take(layer.edge_mask, idx, 0),
         symbolic=_select_symbolic(layer.symbolic, idx, np.arange(layer.in_features)),
         out_features=len(idx),
     )
@@ -50,10 +56,10 @@ def keep_inputs(layer: KANLayer, indices: np.ndarray) -> KANLayer:
     idx = np.asarray(indices, dtype=int)
     return replace_fields(
         layer,
-        basis=layer.basis.select_inputs(jnp.asarray(idx)),
-        spline_weight=layer.spline_weight[:, idx],
-        base_weight=None if layer.base_weight is None else layer.base_weight[:, idx],
-        edge_mask=layer.edge_mask[:, idx],
+        basis=layer.basis.select_inputs(idx),
+        spline_weight=_take(layer.spline_weight, idx, 1),
+        base_weight=_take(layer.base_weight, idx, 1),
+        edge_mask=_take(layer.edge_mask, idx, 1),
         symbolic=_select_symbolic(layer.symbolic, np.arange(layer.out_features), idx),
         in_features=len(idx),
     )

@@ -18,7 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from bases import Basis, BSpline, buffer_field, bspline_edge_sum, check_last_dim, gaussian_expectation
+from bases import (Basis, BSpline, buffer_field, bspline_edge_sum, check_last_dim, gaussian_expectation,
+                   host_array)
 import bases.bspline_contract as bspline_contract
 from bases.init_random import scaled_normal
 
@@ -96,7 +97,7 @@ class KANLayer(eqx.Module):
         if not 0.0 < spline_share <= 1.0:
             raise ValueError(f"KANLayer: spline_share must be in (0, 1], got {spline_share}")
         basis_share = spline_share if base_activation is not None else 1.0
-        trace = float(jnp.sum(basis.gaussian_second_moment_trace()))
+        trace = float(np.sum(np.asarray(basis.gaussian_second_moment_trace())))
         spline_std = init_scale * np.sqrt(basis_share / max(trace, 1e-12))
         shape = (out_features, in_features, basis.num_functions)
         self.spline_weight = scaled_normal(key_spline, shape, spline_std)
@@ -105,8 +106,8 @@ class KANLayer(eqx.Module):
             self.base_weight = scaled_normal(key_base, (out_features, in_features), base_std)
         else:
             self.base_weight = None
-        self.bias = jnp.zeros((out_features,)) if use_bias else None
-        self.edge_mask = jnp.ones((out_features, in_features))
+        self.bias = host_array(np.zeros(out_features)) if use_bias else None
+        self.edge_mask = host_array(np.ones((out_features, in_features)))
 
     # ----- forward -----------------------------------------------------------------------------
     def _numeric_mask(self) -> Array:

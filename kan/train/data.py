@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, Sequence
 
 import jax
@@ -32,14 +33,26 @@ def create_dataset(
     bounds = np.broadcast_to(bounds, (n_var, 2)) if bounds.shape == (2,) else bounds
     if bounds.shape != (n_var, 2) or not np.all(np.isfinite(bounds)) or np.any(bounds[:, 1] <= bounds[:, 0]):
         raise ValueError(f"create_dataset: ranges must be (lo, hi) or {n_var} pairs with lo < hi, got {ranges}")
-    lo, hi = jnp.asarray(bounds[:, 0], jnp.float32), jnp.asarray(bounds[:, 1], jnp.float32)
-    k_train, k_test = jax.random.split(jax.random.PRNGKey(seed))
+    lo, hi = bounds[:, 0].astype(np.float32), bounds[:, 1].astype(np.float32)
+    k_train, k_test = _split_keys(int(seed))
     out = {}
     for split, key, num in (("train", k_train, train_num), ("test", k_test, test_num)):
-        x = lo + (hi - lo) * jax.random.uniform(key, (int(num), int(n_var)))
+        x = _uniform_inputs(key, lo, hi, (int(num), int(n_var)))
         y = jnp.asarray(f(x))
         y = y[:, None] if y.ndim == 1 else y
         if y.ndim != 2 or y.shape[0] != x.shape[0]:
             raise ValueError(f"create_dataset: f must map (n, {n_var}) to (n,) or (n, out), got {y.shape}")
         out[f"{split}_input"], out[f"{split}_label"] = x, y
     return out
+
+
+# One compiled program each (eagerly, seeding, splitting and scaling compile one tiny program apiece).
+@jax.jit
+def _split_keys(seed: int) -> tuple[Array, Array]:
+    k_train, k_test = jax.random.split(jax.random.PRNGKey(seed))
+    return k_train, k_test
+
+
+@functools.partial(jax.jit, static_argnums=3)
+def _uniform_inputs(key: Array, lo: Array, hi: Array, shape: tuple[int, int]) -> Float[Array, "n d"]:
+    return lo + (hi - lo) * jax.random.uniform(key, shape)

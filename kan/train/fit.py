@@ -20,7 +20,7 @@ from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float, PRNGKeyArray
 from tqdm.auto import tqdm
 
-from bases import trainable_filter
+from bases import host_array, trainable_filter
 
 from ..edit.grid import update_grid as _update_grid
 from .lbfgs import LBFGSState, lbfgs_init, lbfgs_run
@@ -47,9 +47,19 @@ def check_data(data: Any, in_features: Optional[int], who: str = "fit") -> Data:
     if in_features is not None and x.shape[1] != in_features:
         raise ValueError(f"{who}: model expects {in_features} input features, x has {x.shape[1]}")
     for name, a in (("x", x), ("y", y)):
-        if not bool(jnp.all(jnp.isfinite(a))):
+        if not _all_finite(a):
             raise ValueError(f"{who}: {name} contains NaN or inf")
     return x, y
+
+
+#: Arrays up to this many elements are checked for NaN / inf on the host (no XLA program per shape).
+HOST_CHECK_ELEMENTS = 1 << 20
+
+
+def _all_finite(a: Array) -> bool:
+    if a.size <= HOST_CHECK_ELEMENTS:
+        return bool(np.all(np.isfinite(np.asarray(a))))
+    return bool(jnp.all(jnp.isfinite(a)))
 
 
 def _as_float_array(a: Any, name: str, who: str) -> Array:
@@ -149,8 +159,8 @@ def _first_order_step(objective, opt, params, static, opt_state, x, y):
 def _lbfgs_init(params: Any) -> LBFGSState:
     """Empty L-BFGS memory for the flat parameter vector that :func:`_lbfgs_step` works on; the
     auxiliary output it tracks is the objective's ``(loss, reg)``."""
-    flat = ravel_pytree(params)[0]
-    zero = jnp.zeros((), flat.dtype)
+    flat = jax.eval_shape(lambda p: ravel_pytree(p)[0], params)  # shape and dtype only: no program
+    zero = host_array(0, flat.dtype)
     return lbfgs_init(flat, (zero, zero), memory=LBFGS_MEMORY)
 
 
@@ -184,7 +194,7 @@ def _output_width_check(model: Any, x: Array, y: Array, loss_fn: Callable) -> No
     """With an elementwise loss (mse), y must have the model's output shape: no silent broadcasting."""
     if loss_fn is not mse:
         return
-    out = jax.eval_shape(model, x[:1])
+    out = jax.eval_shape(model, jax.ShapeDtypeStruct((1,) + tuple(x.shape[1:]), x.dtype))
     if tuple(out.shape[1:]) != tuple(y.shape[1:]):
         raise ValueError(f"fit: the model outputs {out.shape[-1]} values per sample but y has "
                          f"{y.shape[-1]} columns (y shape {tuple(y.shape)}); give y of shape (n, {out.shape[-1]})")

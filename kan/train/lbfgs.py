@@ -21,7 +21,10 @@ from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float
+
+from bases import host_array
 
 C1, C2 = 1e-4, 0.9
 MAX_LINE_SEARCH = 25
@@ -46,12 +49,13 @@ class LBFGSState(NamedTuple):
 
 
 def lbfgs_init(flat: Float[Array, " n"], aux_shape: object, memory: int = 10) -> LBFGSState:
-    """Empty memory for parameters ``flat``; ``aux_shape`` is a pytree of zeros shaped like the
-    objective's auxiliary output (it is filled on the first evaluation)."""
-    n = flat.shape[0]
-    zeros = jnp.zeros((memory, n), flat.dtype)
-    return LBFGSState(zeros, zeros, jnp.zeros((memory,), flat.dtype), jnp.zeros((), jnp.int32),
-                      jnp.zeros((), flat.dtype), jnp.zeros_like(flat), aux_shape, jnp.zeros((), bool))
+    """Empty memory for parameters ``flat`` (an array or a ``jax.ShapeDtypeStruct``: only its shape and
+    dtype are read); ``aux_shape`` is a pytree of zeros shaped like the objective's auxiliary output (it
+    is filled on the first evaluation). The zeros are made on the host (no XLA program per shape)."""
+    n, dtype = flat.shape[0], np.dtype(flat.dtype)
+    zeros = host_array(np.zeros((memory, n)), dtype)
+    return LBFGSState(zeros, zeros, host_array(np.zeros(memory), dtype), host_array(0, np.int32),
+                      host_array(0, dtype), host_array(np.zeros(n), dtype), aux_shape, host_array(False, bool))
 
 
 def _direction(state: LBFGSState, grad: Array) -> Array:
