@@ -73,6 +73,8 @@ def _cox_de_boor(x: Array, grid: Array, order: int, derivative: bool):
         feats = jnp.where(left_den == 0, 0.0, left) * feats[..., :-1] + jnp.where(
             right_den == 0, 0.0, right
         ) * feats[..., 1:]
+        if p < order:  # each level once: fused, XLA would recompute it for every column above it
+            feats = jax.lax.optimization_barrier(feats)
     if not derivative:
         return feats
     return feats, jnp.zeros_like(feats) if slope is None else slope

@@ -67,42 +67,46 @@ def _grid(center: Array, half: Array, size: int) -> Array:
 
 
 def _fit_one(fn, t: Array, u: Array, grid_size: int, zooms: int, steps: int) -> tuple[Array, Array]:
-    """Best ``(alpha, beta, c, d)`` and SSE of ``u ~ c fn(alpha t + beta) + d`` for one curve."""
-    center = jnp.zeros(2)
-    half = jnp.asarray(_SEARCH_RANGE)
-    best = None
-    for _ in range(zooms + 1):
+    """Best ``(alpha, beta, c, d)`` and SSE of ``u ~ c fn(alpha t + beta) + d`` for one curve.
+
+    ``fn`` (a ``lax.switch`` over the library in :func:`_fit_all`) is called at four places only, since
+    tracing, lowering and compiling repeat every library function at each: the zoom loop, the
+    residual with its Jacobian (one forward-mode pass), the trial step and the final loss."""
+
+    def zoom(_, carry):
+        center, half, _ = carry
         pts = _grid(center, half, grid_size)
         feats = fn(pts[:, :1] * t[None, :] + pts[:, 1:])
         c, d, sse = _closed_form_cd(feats, u)
         idx = jnp.argmin(sse)
-        center = pts[idx]
         best = jnp.array([pts[idx, 0], pts[idx, 1], c[idx], d[idx]])
-        half = half * 2.0 / (grid_size - 1)
+        return pts[idx], half * 2.0 / (grid_size - 1), best
+
+    start = (jnp.zeros(2), jnp.asarray(_SEARCH_RANGE), jnp.zeros(4))
+    _, _, best = jax.lax.fori_loop(0, zooms + 1, zoom, start)
 
     def residual(p):
         return p[2] * fn(p[0] * t + p[1]) + p[3] - u
 
-    def loss(p):
-        r = residual(p)
+    def finite_sum_of_squares(r):
         value = jnp.sum(r * r)
         return jnp.where(jnp.isfinite(value), value, jnp.inf)
 
     def lm_step(_, carry):
         p, lam = carry
-        r = residual(p)
-        jac = jax.jacfwd(residual)(p)  # (n, 4)
+        # Residual and Jacobian (n, 4) from one vmapped forward-mode pass (the primal is shared).
+        r, jac = jax.vmap(lambda v: jax.jvp(residual, (p,), (v,)), out_axes=(None, 1))(jnp.eye(4, dtype=p.dtype))
         jtj = jac.T @ jac
         g = jac.T @ r
         damp = lam * (jnp.diag(jnp.diag(jtj)) + 1e-9 * jnp.eye(4))
         delta = jnp.linalg.solve(jtj + damp, -g)
         delta = jnp.where(jnp.all(jnp.isfinite(delta)), delta, 0.0)
         cand = p + delta
-        better = loss(cand) < loss(p)
+        better = finite_sum_of_squares(residual(cand)) < finite_sum_of_squares(r)
         return jnp.where(better, cand, p), jnp.where(better, lam * 0.3, lam * 4.0)
 
     p, _ = jax.lax.fori_loop(0, steps, lm_step, (best, jnp.asarray(1e-3)))
-    return p, loss(p)
+    return p, finite_sum_of_squares(residual(p))
 
 
 @functools.partial(jax.jit, static_argnames=("names", "grid_size", "zooms", "steps"))
