@@ -1,6 +1,8 @@
 """Command line: ``python -m kan demo`` and ``python -m kan discover data.csv --target y`` (also installed
 as the ``kan`` console script). Both turn on JAX's persistent compilation cache (``kan.compile_cache``;
-``KAN_COMPILE_CACHE=off`` turns it off), so a second run of the same command starts warm."""
+``KAN_COMPILE_CACHE=off`` turns it off), so a second run of the same command starts warm. ``demo`` also
+picks XLA:CPU's older loop emitters for its small programs (``bases.xla_cpu.configure_small_programs``;
+``KAN_XLA_CPU_DEFAULTS=1`` keeps XLA's defaults)."""
 
 from __future__ import annotations
 
@@ -76,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "discover":
         return _run_discover(args)
     if args.command in (None, "demo"):
+        from bases.xla_cpu import configure_small_programs
+
+        configure_small_programs()  # before the demo's first program: see bases.xla_cpu
         from .demo import run
 
         run(steps=getattr(args, "steps", 50), seed=getattr(args, "seed", 0),

@@ -63,3 +63,34 @@ def test_importing_bases_compiles_reductions_without_library_fusions_in_a_fresh_
     assert flags == FLAG and fusions == 0
     flags, fusions = _probe({OPT_OUT: "1"})  # XLA's defaults: the reduction is a YNNPACK fusion
     assert flags == "" and fusions >= 1
+
+
+def test_small_program_emitters_flag_and_when_it_is_left_alone():
+    from bases.xla_cpu import SMALL_PROGRAM_OPTION, configure_small_programs
+
+    env = {"XLA_FLAGS": FLAG}
+    assert configure_small_programs(env, jaxlib_version=MEASURED)
+    assert env["XLA_FLAGS"] == f"{FLAG} --{SMALL_PROGRAM_OPTION}=false"
+    for env, version in [({"XLA_FLAGS": f"--{SMALL_PROGRAM_OPTION}=true"}, MEASURED), ({OPT_OUT: "on"}, MEASURED),
+                         ({}, (0, 11))]:
+        before = dict(env)
+        assert not configure_small_programs(env, jaxlib_version=version) and env == before
+
+
+_DEMO_PROBE = """
+import os, sys
+import kan.__main__ as cli
+import kan.demo
+kan.demo.run = lambda **kw: print("XLA_FLAGS=" + os.environ.get("XLA_FLAGS", ""))
+sys.exit(cli.main(["demo"]))
+"""
+
+
+@pytest.mark.skipif(_jaxlib_version() not in MEASURED_JAXLIB, reason="jaxlib version not measured")
+def test_kan_demo_command_sets_the_small_program_emitters_before_it_runs():
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", OPT_OUT)}
+    out = subprocess.run([sys.executable, "-c", _DEMO_PROBE], env=env, capture_output=True, text=True, check=True)
+    assert "--xla_cpu_use_fusion_emitters=false" in out.stdout.strip().splitlines()[-1]
+    env[OPT_OUT] = "1"
+    out = subprocess.run([sys.executable, "-c", _DEMO_PROBE], env=env, capture_output=True, text=True, check=True)
+    assert "fusion_emitters" not in out.stdout.strip().splitlines()[-1]
