@@ -82,6 +82,7 @@ def _bucketable(key: PRNGKeyArray, std: float) -> bool:
     raw threefry key under the partitionable threefry, and a concrete ``std``."""
     if isinstance(key, jax.core.Tracer) or isinstance(std, jax.core.Tracer):
         return False
-    if not jax.config.jax_threefry_partitionable or jax.config.jax_default_prng_impl != "threefry2x32":
+    partitionable = getattr(jax.config, "jax_threefry_partitionable", False)
+    if not partitionable or getattr(jax.config, "jax_default_prng_impl", None) != "threefry2x32":
         return False
     return getattr(key, "dtype", None) == jnp.uint32 and tuple(key.shape) == (2,)

@@ -59,3 +59,16 @@ def test_dtype_and_bad_shape():
     assert scaled_normal(jax.random.PRNGKey(0), (300, 300), 1.0, jnp.float32).dtype == jnp.float32
     with pytest.raises(ValueError, match="non-negative"):
         scaled_normal(jax.random.PRNGKey(0), (3, -1), 1.0)
+
+
+def test_small_draws_without_partitionable_threefry_are_still_jax_random_normal():
+    key, shape = jax.random.PRNGKey(5), (6, 7)
+    previous = jax.config.jax_threefry_partitionable
+    jax.config.update("jax_threefry_partitionable", False)
+    try:
+        assert not init_random._bucketable(key, 0.5)
+        np.testing.assert_array_equal(np.asarray(scaled_normal(key, shape, 0.5)),
+                                      np.asarray(0.5 * jax.random.normal(key, shape)))
+    finally:
+        jax.config.update("jax_threefry_partitionable", previous)
+    assert init_random._bucketable(key, 0.5) == bool(previous)
