@@ -15,7 +15,6 @@ import time
 from typing import Any, Optional, Sequence
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
