@@ -64,11 +64,13 @@ def _cox_de_boor(x: Array, grid: Array, order: int, derivative: bool):
     for p in range(1, order + 1):
         left_den = grid[:, p:-1] - grid[:, : -(p + 1)]
         right_den = grid[:, p + 1 :] - grid[:, 1:-p]
-        left = (x - grid[:, : -(p + 1)]) / jnp.where(left_den == 0, 1.0, left_den)
-        right = (grid[:, p + 1 :] - x) / jnp.where(right_den == 0, 1.0, right_den)
+        safe_left = jnp.where(left_den == 0, 1.0, left_den)
+        safe_right = jnp.where(right_den == 0, 1.0, right_den)
+        left = (x - grid[:, : -(p + 1)]) / safe_left
+        right = (grid[:, p + 1 :] - x) / safe_right
         if derivative and p == order:
-            inv_left = jnp.where(left_den == 0, 0.0, p / jnp.where(left_den == 0, 1.0, left_den))
-            inv_right = jnp.where(right_den == 0, 0.0, p / jnp.where(right_den == 0, 1.0, right_den))
+            inv_left = jnp.where(left_den == 0, 0.0, p / safe_left)
+            inv_right = jnp.where(right_den == 0, 0.0, p / safe_right)
             slope = inv_left * feats[..., :-1] - inv_right * feats[..., 1:]
         feats = jnp.where(left_den == 0, 0.0, left) * feats[..., :-1] + jnp.where(
             right_den == 0, 0.0, right

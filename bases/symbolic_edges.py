@@ -50,14 +50,16 @@ class SymbolicEdges(eqx.Module):
 
     def __init__(self, names: Sequence[Sequence[str]], affine: Float[Array, "out in 4"],
                  active: Float[Array, "out in"]):
+        if not isinstance(affine, jax.core.Tracer):  # checked on the host, before the transfer
+            affine = np.asarray(affine, np.float32)
+            if not np.all(np.isfinite(affine)):
+                raise ValueError("SymbolicEdges: affine parameters contain NaN or inf")
         affine = host_array(affine, np.float32)
         active = host_array(active, np.float32)
         if affine.ndim != 3 or affine.shape[-1] != 4:
             raise ValueError(f"SymbolicEdges: affine must have shape (out, in, 4), got {affine.shape}")
         if active.shape != affine.shape[:2]:
             raise ValueError(f"SymbolicEdges: active must have shape {affine.shape[:2]}, got {active.shape}")
-        if not isinstance(affine, jax.core.Tracer) and not np.all(np.isfinite(np.asarray(affine))):
-            raise ValueError("SymbolicEdges: affine parameters contain NaN or inf")
         self.names = _check_names(names, affine.shape[:2])
         self.affine = affine
         self.active = active
