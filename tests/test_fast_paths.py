@@ -29,8 +29,8 @@ def _tree_close(a, b, rtol=2e-5):
         _close(x, y, rtol)
 
 
-# rows: less than one block (one block of all rows); several scanned blocks plus a tail
-@pytest.mark.parametrize("form, rows", [("A", 37), ("B", 300)])
+# rows: less than one block (one block of all rows, folded by FOLD or not); several scanned blocks plus a tail
+@pytest.mark.parametrize("form, rows", [("A", 37), ("A", 36), ("B", 300)])
 def test_rational_xla_backward_matches_autodiff(form, rows, monkeypatch):
     monkeypatch.setattr(rational_xla, "BLOCK_ROWS", 64)
     d = 24

@@ -7,13 +7,15 @@ input dtype and coefficient gradients in the compute dtype, reduced over rows pe
 
 The backward is written for how XLA runs on CPU: a fused reduction there is a scalar loop per
 output, so ten column sums (one per coefficient) cost ten slow passes. Instead the rows are walked in
-blocks of ``BLOCK_ROWS`` (``lax.scan``) whose carry holds one ``(BLOCK_ROWS, D)`` accumulator per
-coefficient: each step adds every term ``c(x) * base(x)^e`` elementwise (vectorised, in cache), and
-one reduction over the accumulators' rows ends it. A tuple carry, not a stacked one: XLA fuses each
-accumulator's add with its term, where stacking the terms first costs a concatenate per step. On 2
-CPU cores (AMD EPYC, one interleaved run) the sums take 1.9 ms at 4096 x 256 and 10.6 ms at 8192 x 768
-against 5.4 and 21.6 ms for the previous row-slice form (16 slices summed elementwise per 2^15-element
-block); 256 rows per block beat 128, 512 and 1024 at both shapes.
+blocks of ``BLOCK_ROWS`` (``lax.scan``) whose carry holds one ``(BLOCK_ROWS / FOLD, D)`` accumulator
+per coefficient: each step adds every term ``c(x) * base(x)^e`` of the block, its ``FOLD`` row-slabs
+summed first (a short reduction, vectorised along ``D``), and one reduction over the accumulators' rows
+ends it. A tuple carry, not a stacked one: XLA fuses each accumulator's add with its term, where
+stacking the terms first costs a concatenate per step. On 2 CPU cores (AMD EPYC, one interleaved run)
+the sums took 1.9 ms at 4096 x 256 and 10.6 ms at 8192 x 768 against 5.4 and 21.6 ms for the previous
+row-slice form; 512-row blocks folded 4 to 1 then took 0.77-0.83x (4096 x 256) and 0.89-0.95x
+(8192 x 768) the time of 256-row blocks unfolded. Folding 16 or 32 to 1 ran 4-10x slower (XLA:CPU
+lowers those reductions poorly), so ``FOLD`` stays small.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from jaxtyping import Array, Float
 
 from .rational_math import X_CLIP, _clip, _denominator, _numerator, rational_forward, sign_pos
 
-BLOCK_ROWS = 256  # rows per scanned block (and per accumulator)
+BLOCK_ROWS = 512  # rows per scanned block
+FOLD = 4  # a block's terms are summed FOLD row-slabs into one before they reach the accumulators
 
 
 def compute_dtype(dtype) -> jnp.dtype:
@@ -52,7 +55,8 @@ def _dx(x: Array, g: Array, a: list[Array], b: list[Array], form: str) -> Array:
     xc = _clip(x)
     p, r = _numerator(a, xc)
     q, dq, _ = _denominator(b, xc, form)
-    return jnp.where(jnp.abs(x) <= X_CLIP, g / q * (r - dq * p / q), 0.0)
+    inv_q = 1.0 / q  # one division: each costs several multiplies on CPU
+    return jnp.where(jnp.abs(x) <= X_CLIP, g * inv_q * (r - dq * (p * inv_q)), 0.0)
 
 
 def _coefficient_terms(x: Array, g: Array, a: list[Array], b: list[Array], form: str) -> list[Array]:
@@ -61,8 +65,9 @@ def _coefficient_terms(x: Array, g: Array, a: list[Array], b: list[Array], form:
     xc = _clip(x)
     p, _ = _numerator(a, xc)
     q, _, extra = _denominator(b, xc, form)
-    u = g / q  # dL/da_i = sum u x^i
-    w = -u * p / q  # dL/db_j = sum w |x|^j (A, times sign b_j) or sum w sign(T) x^j (B)
+    inv_q = 1.0 / q
+    u = g * inv_q  # dL/da_i = sum u x^i
+    w = -u * (p * inv_q)  # dL/db_j = sum w |x|^j (A, times sign b_j) or sum w sign(T) x^j (B)
     if form == "B":
         w, base_b = w * extra, xc
     else:
@@ -82,18 +87,20 @@ def _coefficient_terms(x: Array, g: Array, a: list[Array], b: list[Array], form:
 
 def _fused_sums(x: Array, g: Array, a: list[Array], b: list[Array], form: str) -> Array:
     """``(m+1+n, D)`` column sums over all ``N`` rows: full row blocks in a scan whose carry is one
-    ``(BLOCK_ROWS, D)`` accumulator per term (elementwise adds, no reduction inside the loop), then the
-    remaining rows; one reduction over the accumulators' rows at the end."""
+    ``(BLOCK_ROWS / FOLD, D)`` accumulator per term (each step adds the block's FOLD row-slabs to it),
+    then the remaining rows; one reduction over the accumulators' rows at the end."""
     n_rows, d = x.shape
     block = min(BLOCK_ROWS, n_rows)
+    fold = FOLD if block % FOLD == 0 else 1
     full = n_rows // block
     xs = x[: full * block].reshape(full, block, d)
     gs = g[: full * block].reshape(full, block, d)
 
     def body(acc, xg):
-        return tuple(s + t for s, t in zip(acc, _coefficient_terms(xg[0], xg[1], a, b, form))), None
+        terms = _coefficient_terms(xg[0], xg[1], a, b, form)
+        return tuple(s + t.reshape(fold, -1, d).sum(axis=0) for s, t in zip(acc, terms)), None
 
-    zero = tuple(jnp.zeros((block, d), x.dtype) for _ in range(len(a) + len(b)))
+    zero = tuple(jnp.zeros((block // fold, d), x.dtype) for _ in range(len(a) + len(b)))
     acc, _ = jax.lax.scan(body, zero, (xs, gs))
     total = jnp.stack([s.sum(axis=0) for s in acc])
     if n_rows > full * block:
