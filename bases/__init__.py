@@ -7,14 +7,12 @@ configure_xla_cpu()  # before anything here compiles: see bases.xla_cpu
 
 from .basis import Basis, check_last_dim, gaussian_expectation
 from .activation_pair import ACTIVATIONS, FUNCTION_TYPES, ActivationPair, get_activation, get_function_type
-from .bspline import BSpline
-from .bspline_contract import bspline_edge_sum
+from .bspline import BSpline, bspline_edge_sum
 from .chebyshev import Chebyshev
 from .fourier import Fourier
 from .rbf import GaussianRBF
 from .relu_kan import ReLUKAN
-from .rational import Rational
-from .rational_init import rational_init
+from .rational import Rational, rational_init
 from .buffers import buffer_field, count_parameters, host_array, trainable_filter
 from .symbolic_edges import SymbolicEdges
 from .symbolic_functions import SafeFunction, evaluate as evaluate_symbolic, get_jnp_function, register_jnp_function

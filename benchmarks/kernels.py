@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from bases.kernels import group_rational
-from bases.rational_init import rational_init
+from bases.rational.init_table import rational_init
 
 SMALL_SHAPES = ((4096, 256), (8192, 768))
 FULL_SHAPES = ((4096, 256), (16384, 768), (128 * 197, 768), (128 * 197, 3072))  # last: KAT-B MLP

@@ -42,7 +42,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from bases.bspline_features import autodiff_features
+from bases.bspline.features import autodiff_features
 from bases import (ActivationPair, BSpline, Chebyshev, Fourier, GaussianRBF, ReLUKAN, count_parameters,
                    get_activation, trainable_filter)
 from kan import KANLayer, MLP

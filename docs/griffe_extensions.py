@@ -4,8 +4,7 @@ It adapts what Griffe reads from the source to the way the package is written, s
 stay as they are:
 
 1. A package that re-exports a function under the name of the submodule it lives in
-   (``kan/__init__.py`` does ``from .fit import fit``; the same for ``kan.plot``, ``kan.prune`` and
-   ``bases.rational_init``) binds the *function* to ``kan.fit`` at run time, but Griffe keeps the
+   (``kan/__init__.py`` does ``from .fit import fit``; the same for ``kan.plot`` and ``kan.prune``) binds the *function* to ``kan.fit`` at run time, but Griffe keeps the
    submodule under that name (griffe issue #124), so ``::: kan`` would leave ``fit`` out. Here the
    member becomes an alias of the function, as Python has it. Aliases that go through the submodule
    (``kan.check_data`` -> ``kan.fit.check_data``) are resolved first, while the submodule is still

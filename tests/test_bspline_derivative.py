@@ -1,4 +1,4 @@
-"""The closed-form B-spline derivative (``bases.bspline_features``) against autodiff through the evaluation."""
+"""The closed-form B-spline derivative (``bases.bspline.features``) against autodiff through the evaluation."""
 
 import jax
 import jax.numpy as jnp
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bases import BSpline
-from bases.bspline_features import autodiff_features
+from bases.bspline.features import autodiff_features
 
 
 def _basis(uniform: bool, order: int) -> BSpline:

@@ -10,9 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import bases.bspline_contract as contract
+import bases.bspline.contract as contract
 from bases import Basis, BSpline, GaussianRBF, bspline_edge_sum
-from bases.bspline_local import dense_from_local, local_values
+from bases.bspline.local import dense_from_local, local_values
 from kan import KANLayer
 
 
@@ -125,7 +125,7 @@ def test_auto_is_dense_and_bad_contraction_raises():
 
 
 def _runs_edge_sum(jaxpr: str) -> bool:
-    """Whether the local-piece edge sum (the custom JVP ``bases.bspline_contract._features``) is in the
+    """Whether the local-piece edge sum (the custom JVP ``bases.bspline.contract._features``) is in the
     jaxpr; the basis's own closed-form derivative is a custom JVP too, under another name."""
     return re.search(r"custom_jvp_call\[\s*name=_features\b", jaxpr) is not None
 

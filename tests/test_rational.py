@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from bases import Rational, count_parameters, rational_init, trainable_filter
-from bases.fit_rational_init import fit, format_table, write_table
-from bases.rational_init import _TABLE, available_inits
+from bases.rational.fit_init import fit, format_table, write_table
+from bases.rational.init_table import _TABLE, available_inits
 
 TARGETS = {  # independent of the package: jax.nn definitions
     "identity": lambda x: x,

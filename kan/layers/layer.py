@@ -20,7 +20,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from bases import (Basis, BSpline, buffer_field, bspline_edge_sum, check_last_dim, gaussian_expectation,
                    host_array)
-import bases.bspline_contract as bspline_contract
+import bases.bspline.contract as bspline_contract
 from bases.init_random import scaled_normal
 
 
@@ -46,7 +46,7 @@ class KANLayer(eqx.Module):
     even split keeps deep stacks stable (a SiLU-dominated 32-layer stack drifts ~17x).
 
     With ``contraction="auto"`` (default), a batch whose ``(batch, in, k)`` features fit in
-    :data:`bases.bspline_contract.FULL_BYTES` (64 MiB) runs the plain dense path (one matmul, autodiff;
+    :data:`bases.bspline.contract.FULL_BYTES` (64 MiB) runs the plain dense path (one matmul, autodiff;
     the fastest form measured, see ``_fits_whole``); a larger one runs the same path in rematerialised
     row blocks, so training never holds its whole feature tensor (every basis). With a
     :class:`bases.BSpline` basis, ``contraction="dense"`` or ``"local"`` runs
@@ -138,7 +138,7 @@ class KANLayer(eqx.Module):
 
     def _fits_whole(self, x: Array) -> bool:
         """Whether the ``(rows, in, k)`` features of this batch fit in
-        :data:`bases.bspline_contract.FULL_BYTES` (64 MiB): then the plain dense path runs (features by
+        :data:`bases.bspline.contract.FULL_BYTES` (64 MiB): then the plain dense path runs (features by
         ``self.basis``, one matmul, autodiff); larger batches run it in rematerialised row blocks
         (:meth:`_blocked_dense_sum`), so training never holds their features.
 
@@ -154,7 +154,7 @@ class KANLayer(eqx.Module):
         return rows * self.in_features * self.spline_weight.shape[-1] * itemsize <= bspline_contract.FULL_BYTES
 
     def _blocked_dense_sum(self, x: Array, weight: Array, mask: Array) -> Array:
-        """:meth:`_dense_sum` over row blocks of about :data:`bases.bspline_contract.BLOCK_BYTES` of
+        """:meth:`_dense_sum` over row blocks of about :data:`bases.bspline.contract.BLOCK_BYTES` of
         features, each under ``jax.checkpoint`` (the backward rebuilds a block's features from ``x``)."""
         lead = x.shape[:-1]
         flat = x.reshape(-1, self.in_features)

@@ -2,7 +2,7 @@
 
     y[..., o] = sum_d ( W[o, d, 0] act(x_d) + sum_i W[o, d, 1 + i] F_i(x_d) )     (with a residual)
 
-Features are built from the ``k + 1`` local pieces of each point (``bases.bspline_local``). A batch
+Features are built from the ``k + 1`` local pieces of each point (``bases.bspline.local``). A batch
 whose ``(rows, G + k, d)`` feature tensor would exceed :data:`FULL_BYTES` runs in row blocks, each under
 ``jax.checkpoint``: only ``x`` and ``W`` are kept for the backward pass, which rebuilds each block's
 features, so training memory stays near an MLP's. Below that size the features are the saved residual
@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from .bspline_local import dense_rows, local_pieces, local_pieces_and_derivatives
+from .local import dense_rows, local_pieces, local_pieces_and_derivatives
 
 #: Feature tensors up to this size (bytes of float32) are built whole; larger ones in row blocks of
 #: about :data:`BLOCK_BYTES`, never fewer rows than ``2 * out`` (so accumulating the weight gradient

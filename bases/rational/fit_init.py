@@ -1,7 +1,7 @@
 """Fit the starting coefficients of the safe rational to common activations, *in the form evaluated*.
 
-``python -m bases.fit_rational_init`` prints the table; ``--write`` stores it in
-``bases/rational_init.py`` (between the GENERATED markers). The fit evaluates exactly
+``python -m bases.rational.fit_init`` prints the table; ``--write`` stores it in
+``bases/rational/init_table.py`` (between the GENERATED markers). The fit evaluates exactly
 ``bases.kernels.rational_math.rational_forward`` (the function every backend computes), in float64,
 on a dense grid over ``[-3, 3]``:
 
@@ -164,7 +164,7 @@ def format_table(table: dict) -> str:
 
 
 def write_table(text: str, path: Path | None = None) -> Path:
-    path = path or Path(__file__).with_name("rational_init.py")
+    path = path or Path(__file__).with_name("init_table.py")
     source = path.read_text()
     pattern = re.compile(r"(# BEGIN GENERATED[^\n]*\n).*?(# END GENERATED)", re.S)
     if not pattern.search(source):
@@ -175,7 +175,7 @@ def write_table(text: str, path: Path | None = None) -> Path:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--write", action="store_true", help="store the table in rational_init.py")
+    parser.add_argument("--write", action="store_true", help="store the table in init_table.py")
     args = parser.parse_args(argv)
     table = fit_table()
     for (form, name, m, n), (_, _, err) in table.items():

@@ -1,6 +1,6 @@
 """Starting coefficients of the safe rational ``P/Q`` for common activations.
 
-Fitted by ``python -m bases.fit_rational_init`` in the *same form that is evaluated* (least squares
+Fitted by ``python -m bases.rational.fit_init`` in the *same form that is evaluated* (least squares
 then Lawson reweighting towards the minimax fit on a dense grid over ``[-3, 3]``, float64). Keys are
 ``(form, name, numerator_order, denominator_order)``; values ``(a_0..a_m, b_1..b_n, max_error)``
 where ``max_error`` is the fit's maximum absolute error on ``[-3, 3]``. ``identity`` is exact for
@@ -13,7 +13,7 @@ import numpy as np
 
 ALIASES = {"silu": "swish", "linear": "identity", "leaky": "leaky_relu"}
 
-# BEGIN GENERATED (python -m bases.fit_rational_init --write)
+# BEGIN GENERATED (python -m bases.rational.fit_init --write)
 _TABLE = {
     ('A', 'identity', 5, 4): (
         (0.0, 1.0, 0.0, 0.0, 0.0, 0.0),

@@ -18,12 +18,12 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
-from .basis import Basis, check_last_dim, gaussian_expectation
-from .buffers import buffer_field
-from .kernels.groups import resolve_group_index
-from .kernels.rational_math import check_form, rational_reference
-from .kernels.rational_op import BACKENDS, group_rational
-from .rational_init import rational_init
+from ..basis import Basis, check_last_dim, gaussian_expectation
+from ..buffers import buffer_field
+from ..kernels.groups import resolve_group_index
+from ..kernels.rational_math import check_form, rational_reference
+from ..kernels.rational_op import BACKENDS, group_rational
+from .init_table import rational_init
 
 DOMAIN = (-3.0, 3.0)  # the range the starting coefficients were fitted on
 

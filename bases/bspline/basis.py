@@ -4,10 +4,10 @@ Per input coordinate a knot vector of ``G + 2k + 1`` knots: ``G`` intervals over
 extended by ``k`` knots on each side, giving ``G + k`` B-splines of order (degree) ``k``.
 Uniform grids use the closed-form cardinal B-spline (piecewise polynomials of the position inside
 the knot interval, no recursion); non-uniform grids (after a grid update) use Cox-de Boor. Both carry
-the closed-form derivative as a custom JVP (``bases.bspline_features``).
+the closed-form derivative as a custom JVP (``bases.bspline.features``).
 ``kan.KANLayer`` contracts these dense features by default; with ``contraction="dense"`` / ``"local"``
-it runs the local-piece edge sum (``bases.bspline_local``, ``bases.bspline_contract``) instead.
-Second moments under N(0, 1) come from ``bases.bspline_moments`` (per distinct knot vector, no compile).
+it runs the local-piece edge sum (``bases.bspline.local``, ``bases.bspline.contract``) instead.
+Second moments under N(0, 1) come from ``bases.bspline.moments`` (per distinct knot vector, no compile).
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
-from .basis import Basis, check_last_dim
-from .bspline_features import cardinal_features, cox_de_boor_features
-from .bspline_moments import second_moment_traces, second_moments
-from .buffers import buffer_field, host_array
+from ..basis import Basis, check_last_dim
+from .features import cardinal_features, cox_de_boor_features
+from .moments import second_moment_traces, second_moments
+from ..buffers import buffer_field, host_array
 
 
 def _extend_knots(interior: np.ndarray, order: int) -> np.ndarray:
@@ -108,7 +108,7 @@ class BSpline(Basis):
 
     def gaussian_second_moment(self) -> Float[Array, "d k k"]:
         """``E[F(x) F(x)^T]`` under N(0, 1) per input, by exact-order quadrature per distinct knot vector
-        (``bases.bspline_moments``: no compile, memory independent of the width)."""
+        (``bases.bspline.moments``: no compile, memory independent of the width)."""
         grid = _concrete(self.grid)
         if grid is None:  # inside a trace: the generic streamed quadrature
             return super().gaussian_second_moment()

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from .bspline_local import cardinal_pieces
+from .local import cardinal_pieces
 
 
 def _cardinal(x: Array, grid: Array, order: int, derivative: bool):
