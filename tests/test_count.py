@@ -15,6 +15,10 @@ WIDTHS = (3, 3, 2)  # every layer has 3 inputs: one init compilation per basis k
 # for the MLP here, in the same range. Compiled programs of afkan and spline_mlp count up to ~2.2x (fusion
 # recomputes elementwise values per consumer); benchmarks/README.md tabulates both at three widths.
 XLA_RATIO = (0.7, 1.4)
+# Fourier computes its first harmonic with bases.trig.sincos (range reduction and two polynomials, ~45
+# multiplies and adds per input, which XLA counts as flops), where the convention counts sin and cos as 4
+# FLOPs each: at (3, 3, 2) the lowered ratio is ~1.63, falling to ~1.08 at (64, 64, 10).
+XLA_RATIO_BY_KIND = {"fourier": (0.7, 1.8)}
 
 
 @pytest.fixture(scope="module")
@@ -64,11 +68,12 @@ def test_counts_match_pytree_and_layers(models, kind):
 
 def test_flops_within_tolerance_of_xla(models):
     x = jax.random.normal(jax.random.PRNGKey(1), (256, WIDTHS[0]))
-    lo, hi = XLA_RATIO
     for kind, model in models.items():
+        lo, hi = XLA_RATIO_BY_KIND.get(kind, XLA_RATIO)
         cost = C.xla_flops(model, x, optimized=False)
         ratio = (cost.flops + cost.transcendentals) / C.count_flops(model)
         assert lo <= ratio <= hi, (kind, ratio)
+    lo, hi = XLA_RATIO
     cost = C.xla_flops(models["mlp"], x)
     assert lo <= (cost.flops + cost.transcendentals) / C.count_flops(models["mlp"]) <= hi
 
