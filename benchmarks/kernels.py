@@ -11,6 +11,11 @@ reads x and the cotangent and writes dx (5 N D). GB/s is printed against the dev
 bandwidth where known, and each pass's time as a multiple of the same backend's forward
 ("x fwd"); contenders are timed interleaved (round-robin), so load hits them alike. On CPU the Pallas kernels would only run in interpret mode (a Python-level
 emulation, meaningless for timing), so only the XLA paths run there. Writes CSV + Markdown.
+
+On CPU with glibc's default heap, outputs above its mmap threshold are page-faulted in at every call,
+in a pattern that depends on what ran before: the 8192 x 768 forward took 3.9-15 ms in one process
+and another, so "x fwd" moves with it. ``python -m benchmarks.cpu_heap`` shows the faults; running
+this script with its ``KEEP_FREED`` environment removes them.
 """
 
 from __future__ import annotations
