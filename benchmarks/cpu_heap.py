@@ -42,6 +42,12 @@ CONTENDERS = ("mlp 128", "b-spline G=5 128", "gr-kan 128", "mlp 512", "b-spline 
               "rational 8192x768 fwd", "rational 8192x768 fwd+bwd")
 
 
+def heap_env(keep_freed: bool) -> dict[str, str]:
+    """This process's environment without the :data:`KEEP_FREED` variables, with them if ``keep_freed``."""
+    env = {k: v for k, v in os.environ.items() if k not in KEEP_FREED}
+    return {**env, **KEEP_FREED} if keep_freed else env
+
+
 def minor_faults() -> int:
     """Minor page faults of this process so far."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -49,11 +55,8 @@ def minor_faults() -> int:
 
 def _programs(names: list[str]) -> dict:
     import jax
-    import jax.numpy as jnp
 
-    from bases import rational_init
-    from bases.kernels.rational_op import group_rational
-
+    from . import kernels
     from .layers import _bspline_layer, _gr_kan_layer, _mlp_layer, grad_step
 
     key = jax.random.PRNGKey(0)
@@ -69,20 +72,11 @@ def _programs(names: list[str]) -> dict:
             width = int(name.split()[-1])
             programs[name] = (step, (params, jax.random.normal(jax.random.PRNGKey(1), (1024, width))))
     if any(name.startswith("rational") for name in names):
-        a0, b0 = rational_init("swish", "A")
-        a = jnp.tile(jnp.asarray(a0, jnp.float32), (8, 1))
-        b = jnp.tile(jnp.asarray(b0, jnp.float32), (8, 1))
+        forward, forward_backward = kernels.programs("xla")
+        a, b = kernels.coefficients()
         x = jax.random.normal(jax.random.PRNGKey(2), (8192, 768))
-
-        def forward(x, a, b):
-            return group_rational(x, a, b, backend="xla")
-
-        def forward_backward(x, a, b, g):
-            y, vjp = jax.vjp(forward, x, a, b)
-            return y, vjp(g)
-
-        rational = {"rational 8192x768 fwd": (jax.jit(forward), (x, a, b)),
-                    "rational 8192x768 fwd+bwd": (jax.jit(forward_backward), (x, a, b, x))}
+        rational = {"rational 8192x768 fwd": (forward, (x, a, b)),
+                    "rational 8192x768 fwd+bwd": (forward_backward, (x, a, b, x))}
         programs.update({name: rational[name] for name in names if name in rational})
     return programs
 
@@ -108,9 +102,7 @@ def run_child(names: list[str], repeats: int) -> dict[str, list[float]]:
 
 def run_subprocess(names: list[str], repeats: int, keep_freed: bool) -> dict[str, list[float]]:
     """One child process (with :data:`KEEP_FREED` in its environment when ``keep_freed``)."""
-    env = {k: v for k, v in os.environ.items() if k not in KEEP_FREED}
-    if keep_freed:
-        env.update(KEEP_FREED)
+    env = heap_env(keep_freed)
     cmd = [sys.executable, "-m", "benchmarks.cpu_heap", "--child", "--repeats", str(repeats), "--only", *names]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if done.returncode != 0:

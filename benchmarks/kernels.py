@@ -61,7 +61,15 @@ def _interleaved_medians(programs: list, repeats: int) -> list[float]:
     return [statistics.median(t) for t in times]
 
 
-def _programs(backend: str):
+def coefficients() -> tuple:
+    """``(numerator (8, 6), denominator (8, 4))``: the swish start of a 5/4 form-A rational, 8 groups."""
+    a0, b0 = rational_init("swish", "A")
+    return (jnp.tile(jnp.asarray(a0, jnp.float32), (8, 1)), jnp.tile(jnp.asarray(b0, jnp.float32), (8, 1)))
+
+
+def programs(backend: str):
+    """``(jit(forward), jit(forward_backward))`` of ``group_rational`` with ``backend``: ``forward(x, a, b)``
+    and ``forward_backward(x, a, b, gy) -> (y, (dx, da, db))``."""
     def forward(x, a, b):
         return group_rational(x, a, b, backend=backend)
 
@@ -73,9 +81,7 @@ def _programs(backend: str):
 
 
 def run(shapes, dtype, backends, repeats: int, peak: float | None) -> list[dict]:
-    a0, b0 = rational_init("swish", "A")
-    a = jnp.tile(jnp.asarray(a0, jnp.float32), (8, 1))
-    b = jnp.tile(jnp.asarray(b0, jnp.float32), (8, 1))
+    a, b = coefficients()
     rows = []
     for n, d in shapes:
         kx, kg = jax.random.split(jax.random.PRNGKey(n * 7919 + d))
@@ -84,7 +90,7 @@ def run(shapes, dtype, backends, repeats: int, peak: float | None) -> list[dict]
         elem_bytes = n * d * jnp.dtype(dtype).itemsize
         cases = []
         for backend in backends:
-            fwd, fwd_bwd = _programs(backend)
+            fwd, fwd_bwd = programs(backend)
             cases += [(backend, "fwd", fwd, (x, a, b), 2 * elem_bytes),
                       (backend, "fwd+bwd", fwd_bwd, (x, a, b, gy), 5 * elem_bytes)]
         seconds = _interleaved_medians([(fn, args) for _, _, fn, args, _ in cases], repeats)

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from benchmarks.cpu_heap import KEEP_FREED
+from benchmarks.cpu_heap import heap_env
 
 pytestmark = pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",
                                 reason="glibc's malloc environment variables")
@@ -33,9 +33,8 @@ print(json.dumps(sorted(faults[-8:])[4]))  # the kept heap settles within ~12 ca
 """
 
 
-def _faults_per_call(extra_env: dict) -> int:
-    env = {k: v for k, v in os.environ.items() if k not in KEEP_FREED}
-    env.update(extra_env)
+def _faults_per_call(keep_freed: bool) -> int:
+    env = heap_env(keep_freed)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     done = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, env=env,
                           cwd=root, timeout=300, check=False)
@@ -44,8 +43,8 @@ def _faults_per_call(extra_env: dict) -> int:
 
 
 def test_keep_freed_heap_stops_refaulting_large_buffers():
-    default = _faults_per_call({})
-    kept = _faults_per_call(KEEP_FREED)
+    default = _faults_per_call(False)
+    kept = _faults_per_call(True)
     pages = 24 * 2**20 * 4 // 4096
     assert default > pages // 2, (default, pages)  # the premise: the default heap re-faults the output
     assert kept < pages // 20, (kept, pages)
