@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from . import native, native_build
 from .local import dense_rows, local_pieces, local_pieces_and_derivatives
 
 #: Feature tensors up to this size (bytes of float32) are built whole; larger ones in row blocks of
@@ -42,7 +43,7 @@ from .local import dense_rows, local_pieces, local_pieces_and_derivatives
 #: over blocks costs less than building the blocks).
 FULL_BYTES = 64 * 2**20
 BLOCK_BYTES = 4 * 2**20
-CONTRACTIONS = ("auto", "dense", "local")
+CONTRACTIONS = ("auto", "dense", "local", "native")
 
 
 class _Config(NamedTuple):
@@ -55,10 +56,11 @@ class _Config(NamedTuple):
 
 
 def choose_contraction(num_functions: int, order: int, rows: int | None = None,
-                       platform: str | None = None) -> str:
+                       platform: str | None = None, in_features: int | None = None,
+                       out_features: int | None = None, dtype=None) -> str:
     """The rule behind ``contraction="auto"``: ``"dense"`` for every shape and platform (see the module
     docstring for the measurements that set it; the arguments are the shapes a future rule would use)."""
-    del num_functions, order, rows, platform
+    del num_functions, order, rows, platform, in_features, out_features, dtype
     return "dense"
 
 
@@ -152,6 +154,16 @@ def _edge_sum(cfg: _Config, x: Array, grid: Array, weight: Array) -> Array:
     return y.reshape(-1, y.shape[-1])[:rows]
 
 
+def _native_edge_sum(x: Array, grid: Array, weight: Array, order: int, uniform: bool,
+                     activation: Optional[Callable[[Array], Array]]) -> Array:
+    """The spline part on the CPU kernel (:mod:`bases.bspline.native`), the residual as one matmul."""
+    off = 0 if activation is None else 1
+    y = native.native_spline_sum(x, grid, weight[:, :, off:].astype(x.dtype), order=order, uniform=uniform)
+    if activation is not None:
+        y = y + activation(x) @ weight[:, :, 0].T.astype(x.dtype)
+    return y
+
+
 def row_blocks(x: Float[Array, "rows ..."], chunk: int) -> tuple[Float[Array, "n chunk ..."], int]:
     """``x`` cut into ``n = ceil(rows / chunk)`` blocks of ``chunk`` rows (the last zero-padded) and the
     original row count."""
@@ -188,7 +200,16 @@ def bspline_edge_sum(
     lead = x.shape[:-1]
     flat = x.reshape(-1, d).astype(jnp.promote_types(x.dtype, jnp.float32))
     if contraction == "auto":
-        contraction = choose_contraction(num_functions, order, flat.shape[0])
+        contraction = choose_contraction(num_functions, order, flat.shape[0], None, d, weight.shape[0],
+                                         flat.dtype)
+    if contraction == "native":
+        try:
+            return _native_edge_sum(flat, grid, weight, order, uniform, activation).reshape(
+                lead + (weight.shape[0],))
+        except TypeError as err:  # forward-mode autodiff (jvp, hessian): the XLA path below instead
+            if not native.forward_mode_error(err):
+                raise
+            contraction = "dense"
     cfg = _Config(order, bool(uniform), num_functions, activation, contraction,
                   chunk_rows(d, width, flat.shape[0], weight.shape[0]))
     wt = jnp.swapaxes(weight.astype(flat.dtype), 1, 2)  # (out, width, d): d is the fast axis
