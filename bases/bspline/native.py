@@ -12,9 +12,10 @@ per input and output, in ``csrc/local_contract.cc`` (built by :mod:`bases.bsplin
   ``dx = sum_q F'_q(x) <W[:, d, s + q], dy>``, with the pieces and their derivatives recomputed from
   ``x`` (only ``x``, the grid and the weights are kept for the backward).
 
-The weights travel as ``(d, G + 3k, out_pad)``: ``k`` zero columns on each side of the ``G + k``
-functions (a point whose first function lies off the grid reads zeros there, with its values zeroed
-too), and ``out`` padded to a multiple of 64. Only float32, only the CPU. Forward-mode autodiff
+The kernel takes the weights as they are, ``(out, d, G + k)``, and copies them into its own layout
+``(d, G + 3k, out padded to 64)``: ``k`` zero columns on each side of the functions (a point whose
+first function lies off the grid reads zeros there, with its values zeroed too). Only float32, only the
+CPU. Forward-mode autodiff
 (``jax.jvp``, ``jax.hessian``) cannot run a custom VJP: :func:`bases.bspline_edge_sum` then falls back
 to its XLA path (see :func:`forward_mode_error`).
 """
@@ -31,10 +32,6 @@ from jaxtyping import Array, Float, Int
 from . import native_build
 from .local import local_pieces, local_pieces_and_derivatives
 
-#: Output columns per kernel tile; ``out`` is padded to a multiple of it.
-TILE = 64
-
-
 class _Config(NamedTuple):
     order: int
     uniform: bool
@@ -44,19 +41,6 @@ class _Config(NamedTuple):
 def forward_mode_error(err: BaseException) -> bool:
     """Whether ``err`` is JAX refusing forward-mode autodiff of a custom VJP (the caller falls back)."""
     return isinstance(err, TypeError) and "forward-mode" in str(err)
-
-
-def padded_out(out: int) -> int:
-    return -(-out // TILE) * TILE
-
-
-def kernel_coefficients(
-    weight: Float[Array, "out d n"], order: int
-) -> Float[Array, "d n_pad out_pad"]:
-    """``weight`` (out, d, n functions) in the kernel's layout ``(d, n + 2 order, padded out)``."""
-    out = weight.shape[0]
-    coeffs = jnp.transpose(weight, (1, 2, 0))
-    return jnp.pad(coeffs, ((0, 0), (order, order), (0, padded_out(out) - out)))
 
 
 def _terms(cfg: _Config, x: Array, grid: Array, derivatives: bool):
@@ -76,35 +60,26 @@ def _terms(cfg: _Config, x: Array, grid: Array, derivatives: bool):
     return stack(pieces), (None if dpieces is None else stack(dpieces)), first
 
 
-def _forward_call(values: Array, first: Int[Array, "d rows"], coeffs: Array) -> Array:
-    rows, tiles = values.shape[1], coeffs.shape[2] // TILE
-    shape = jax.ShapeDtypeStruct((tiles, rows, TILE), jnp.float32)
-    y_tiles = jax.ffi.ffi_call(native_build.FORWARD_TARGET, shape, vmap_method="sequential")(
-        values, first, coeffs)
-    return jnp.swapaxes(y_tiles, 0, 1).reshape(rows, tiles * TILE)
-
-
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _spline_sum(cfg: _Config, x: Array, grid: Array, coeffs: Array) -> Array:
+def _spline_sum(cfg: _Config, x: Array, grid: Array, weight: Array) -> Array:
     values, _, first = _terms(cfg, x, grid, derivatives=False)
-    return _forward_call(values, first, coeffs)
+    shape = jax.ShapeDtypeStruct((x.shape[0], weight.shape[0]), jnp.float32)
+    return jax.ffi.ffi_call(native_build.FORWARD_TARGET, shape, vmap_method="sequential")(
+        values, first, weight, pad=cfg.order)
 
 
-def _spline_sum_fwd(cfg: _Config, x: Array, grid: Array, coeffs: Array):
-    return _spline_sum(cfg, x, grid, coeffs), (x, grid, coeffs)
+def _spline_sum_fwd(cfg: _Config, x: Array, grid: Array, weight: Array):
+    return _spline_sum(cfg, x, grid, weight), (x, grid, weight)
 
 
 def _spline_sum_bwd(cfg: _Config, residuals, dy: Array):
-    x, grid, coeffs = residuals
+    x, grid, weight = residuals
     values, slopes, first = _terms(cfg, x, grid, derivatives=True)
-    rows, out = dy.shape
-    dy = dy.astype(jnp.float32)
-    dy_tiles = jnp.swapaxes(dy.reshape(rows, out // TILE, TILE), 0, 1)
-    shapes = (jax.ShapeDtypeStruct((x.shape[1], rows), jnp.float32),
-              jax.ShapeDtypeStruct(coeffs.shape, jnp.float32))
-    dx, dcoeffs = jax.ffi.ffi_call(native_build.BACKWARD_TARGET, shapes, vmap_method="sequential")(
-        values, slopes, first, coeffs, dy, dy_tiles)
-    return dx.T.astype(x.dtype), jnp.zeros_like(grid), dcoeffs
+    shapes = (jax.ShapeDtypeStruct((x.shape[1], x.shape[0]), jnp.float32),
+              jax.ShapeDtypeStruct(weight.shape, jnp.float32))
+    dx, dweight = jax.ffi.ffi_call(native_build.BACKWARD_TARGET, shapes, vmap_method="sequential")(
+        values, slopes, first, weight, dy.astype(jnp.float32), pad=cfg.order)
+    return dx.T.astype(x.dtype), jnp.zeros_like(grid), dweight
 
 
 _spline_sum.defvjp(_spline_sum_fwd, _spline_sum_bwd)
@@ -130,5 +105,4 @@ def native_spline_sum(
         raise ValueError(f"native_spline_sum: expected x (rows, d), weight (out, d, {num_functions}) and "
                          f"1 <= order <= 6, got x {tuple(x.shape)}, weight {tuple(weight.shape)}, order {order}")
     cfg = _Config(int(order), bool(uniform), int(num_functions))
-    y = _spline_sum(cfg, x, jax.lax.stop_gradient(grid), kernel_coefficients(weight, order))
-    return y[:, : weight.shape[0]]
+    return _spline_sum(cfg, x, jax.lax.stop_gradient(grid), weight)

@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -47,9 +48,23 @@ void parallel_chunks(Pool& pool, int64_t chunks, Body body) {
   while (state->done.load(std::memory_order_acquire) < chunks) std::this_thread::yield();
 }
 
-// Rows of one input sorted by their first column (a counting sort): perm lists the rows of bucket s at
-// perm[offs[s] .. offs[s + 1]). Returns false if a start is outside [0, buckets).
-bool bucket_rows(const int32_t* S, int64_t rows, int64_t buckets, int32_t* perm, int32_t* offs) {
+// The rows of every input grouped by bucket (their first column S), with the values V (and the slopes
+// D, when given) copied into that order so the kernels read them sequentially: sorted row k of input i
+// is row perm[i][k], with values values_of(i)[k * T .. k * T + T).
+struct Buckets {
+  std::vector<int32_t> perm, offs;
+  std::vector<float> values, slopes;
+  int64_t rows = 0, buckets = 0, terms = 0;
+  const int32_t* rows_of(int64_t i) const { return perm.data() + i * rows; }
+  const int32_t* offsets_of(int64_t i) const { return offs.data() + i * (buckets + 1); }
+  const float* values_of(int64_t i) const { return values.data() + i * rows * terms; }
+  const float* slopes_of(int64_t i) const { return slopes.data() + i * rows * terms; }
+};
+
+// One input's rows by a counting sort: offs[s] .. offs[s + 1] is bucket s. Returns false if a start is
+// outside [0, buckets). `fill` is scratch of `buckets` entries.
+bool bucket_input(const int32_t* S, const float* V, const float* D, int64_t rows, int64_t buckets,
+                  int64_t terms, int32_t* perm, int32_t* offs, float* values, float* slopes, int32_t* fill) {
   std::fill(offs, offs + buckets + 1, 0);
   for (int64_t b = 0; b < rows; ++b) {
     const int32_t s = S[b];
@@ -57,45 +72,39 @@ bool bucket_rows(const int32_t* S, int64_t rows, int64_t buckets, int32_t* perm,
     ++offs[s + 1];
   }
   for (int64_t s = 0; s < buckets; ++s) offs[s + 1] += offs[s];
-  std::vector<int32_t> fill(offs, offs + buckets);
-  for (int64_t b = 0; b < rows; ++b) perm[fill[S[b]]++] = static_cast<int32_t>(b);
+  std::copy(offs, offs + buckets, fill);
+  for (int64_t b = 0; b < rows; ++b) {
+    const int32_t k = fill[S[b]]++;
+    perm[k] = static_cast<int32_t>(b);
+    for (int64_t t = 0; t < terms; ++t) values[k * terms + t] = V[b * terms + t];
+    if (D != nullptr)
+      for (int64_t t = 0; t < terms; ++t) slopes[k * terms + t] = D[b * terms + t];
+  }
   return true;
 }
 
-// The rows of every input grouped by bucket (their first column), with V copied into that order so the
-// kernels read it sequentially: row perm[i][k] has values sorted[i][k * T .. k * T + T).
-struct Buckets {
-  std::vector<int32_t> perm, offs;
-  std::vector<float> sorted;
-  int64_t rows = 0, buckets = 0, terms = 0;
-  const int32_t* rows_of(int64_t i) const { return perm.data() + i * rows; }
-  const int32_t* offsets_of(int64_t i) const { return offs.data() + i * (buckets + 1); }
-  const float* values_of(int64_t i) const { return sorted.data() + i * rows * terms; }
-};
-
-// Buckets for every input, built in parallel; false if any start is out of range.
+// Buckets for every input, built in parallel (D may be null); false if any start is out of range.
 template <typename Pool>
-bool build_buckets(Pool& pool, const int32_t* S, const float* V, int64_t d, int64_t rows, int64_t terms,
-                   int64_t buckets, Buckets& out) {
+bool build_buckets(Pool& pool, const int32_t* S, const float* V, const float* D, int64_t d, int64_t rows,
+                   int64_t terms, int64_t buckets, Buckets& out) {
   out.rows = rows;
   out.buckets = buckets;
   out.terms = terms;
   out.perm.resize(d * rows);
   out.offs.resize(d * (buckets + 1));
-  out.sorted.resize(d * rows * terms);
+  out.values.resize(d * rows * terms);
+  if (D != nullptr) out.slopes.resize(d * rows * terms);
   std::atomic<bool> ok{true};
   const int64_t block = (d + 15) / 16;
   parallel_chunks(pool, (d + block - 1) / block, [&, block](int64_t k) {
+    std::vector<int32_t> fill(buckets);
     for (int64_t i = k * block; i < std::min(d, (k + 1) * block); ++i) {
-      int32_t* perm = out.perm.data() + i * rows;
-      if (!bucket_rows(S + i * rows, rows, buckets, perm, out.offs.data() + i * (buckets + 1))) {
+      const int64_t at = i * rows * terms;
+      if (!bucket_input(S + i * rows, V + at, D == nullptr ? nullptr : D + at, rows, buckets, terms,
+                        out.perm.data() + i * rows, out.offs.data() + i * (buckets + 1),
+                        out.values.data() + at, D == nullptr ? nullptr : out.slopes.data() + at,
+                        fill.data()))
         ok = false;
-        continue;
-      }
-      const float* v = V + i * rows * terms;
-      float* sorted = out.sorted.data() + i * rows * terms;
-      for (int64_t r = 0; r < rows; ++r)
-        std::memcpy(sorted + r * terms, v + perm[r] * terms, sizeof(float) * terms);
     }
   });
   return ok;
@@ -117,115 +126,120 @@ inline float sum_lanes(vec v) {
   return (s4[0] + s4[2]) + (s4[1] + s4[3]);
 }
 
-// Ask for the tile columns [o0, o0 + NV * 16) of rows [0, W) of one input's (W, out) block; the next
-// input's rows are fetched while this one's are used (its rows are out * 4 bytes apart, too far apart
-// for the hardware prefetcher).
-template <int NV>
-inline void prefetch_rows(const float* block, int64_t W, int64_t out, int64_t o0) {
-  for (int64_t r = 0; r < W; ++r)
-    for (int n = 0; n < NV; ++n) __builtin_prefetch(block + r * out + o0 + n * kLanes);
+// ----- shapes and layouts ----------------------------------------------------------------------------
+// The caller's weights are W (out, d, n). The kernels read one input's weights as a block of Wp rows
+// (Wp = n + 2 pad): row pad + j holds function j, the pad rows are zeros, so a start S in [0, Wp - T]
+// always finds T rows. These blocks are built in small local buffers from W as they are needed (never
+// a whole converted copy of W, which would cost a pass over memory each way).
+struct Dims {
+  int64_t d, rows, terms, out, n, pad, Wp, outp;
+};
+
+// block[r, c] = W[o0 + c, i, r - pad] for c < width (zero outside the functions and past out).
+inline void load_block(const float* W, float* block, int64_t i, int64_t o0, int64_t width, const Dims& m) {
+  std::memset(block, 0, sizeof(float) * m.Wp * width);
+  const int64_t cols = std::min(width, m.out - o0);
+  for (int64_t c = 0; c < cols; ++c) {
+    const float* src = W + ((o0 + c) * m.d + i) * m.n;
+    for (int64_t j = 0; j < m.n; ++j) block[(m.pad + j) * width + c] = src[j];
+  }
 }
 
-// Output tiles: Y and gY travel as (out / width, rows, width) so that the rows of one tile are
+// dW[o0 + c, i, j] = block[pad + j, c] for the columns that exist.
+inline void store_block(const float* block, float* dW, int64_t i, int64_t o0, int64_t width, const Dims& m) {
+  const int64_t cols = std::min(width, m.out - o0);
+  for (int64_t c = 0; c < cols; ++c) {
+    float* dst = dW + ((o0 + c) * m.d + i) * m.n;
+    for (int64_t j = 0; j < m.n; ++j) dst[j] = block[(m.pad + j) * width + c];
+  }
+}
+
+// Output tiles: Y and gY are handled as (outp / 64, rows, 64) tiles so that the rows of one tile are
 // contiguous; with rows out * 4 bytes apart (a power of two in the usual shapes) the rows of a column
 // block would fall into a few cache sets and evict each other.
+constexpr int kVecs = 4;  // vectors per tile row
+constexpr int64_t kWidth = kVecs * kLanes;
 
-// Forward for one tile of NV * 16 output columns starting at o0: per input and bucket, the bucket's T
-// weight rows stay in registers while its rows are accumulated into the tile Yt (rows, NV * 16).
-template <int T, int NV>
-void forward_tile(const Buckets& bk, const float* C, float* Yt, int64_t o0, int64_t rows,
-                  int64_t d, int64_t W, int64_t out) {
-  constexpr int width = NV * kLanes;
-  std::memset(Yt, 0, sizeof(float) * rows * width);
-  for (int64_t i = 0; i < d; ++i) {
+// Forward for the tile of output columns [o0, o0 + 64): per input and bucket, the bucket's T weight
+// rows stay in registers while its rows are accumulated into the tile Yt (rows, 64).
+template <int T>
+void forward_tile(const Buckets& bk, const float* W, float* Yt, float* block, int64_t o0, const Dims& m) {
+  std::memset(Yt, 0, sizeof(float) * m.rows * kWidth);
+  for (int64_t i = 0; i < m.d; ++i) {
     const int32_t* perm = bk.rows_of(i);
     const int32_t* offs = bk.offsets_of(i);
     const float* Vi = bk.values_of(i);
-    if (i + 1 < d) prefetch_rows<NV>(C + (i + 1) * W * out, W, out, o0);
+    load_block(W, block, i, o0, kWidth, m);
     for (int64_t s = 0; s < bk.buckets; ++s) {
       if (offs[s] == offs[s + 1]) continue;
-      vec c[T][NV];
+      vec c[T][kVecs];
       for (int t = 0; t < T; ++t)
-        for (int n = 0; n < NV; ++n) c[t][n] = load_vec(C + (i * W + s + t) * out + o0 + n * kLanes);
+        for (int n = 0; n < kVecs; ++n) c[t][n] = load_vec(block + (s + t) * kWidth + n * kLanes);
       for (int32_t k = offs[s]; k < offs[s + 1]; ++k) {
         const float* v = Vi + k * T;
-        float* y = Yt + perm[k] * width;
-        vec acc[NV];
-        for (int n = 0; n < NV; ++n) acc[n] = load_vec(y + n * kLanes);
+        float* y = Yt + perm[k] * kWidth;
+        vec acc[kVecs];
+        for (int n = 0; n < kVecs; ++n) acc[n] = load_vec(y + n * kLanes);
         for (int t = 0; t < T; ++t) {
           const float w = v[t];
-          for (int n = 0; n < NV; ++n) acc[n] += w * c[t][n];
+          for (int n = 0; n < kVecs; ++n) acc[n] += w * c[t][n];
         }
-        for (int n = 0; n < NV; ++n) store_vec(y + n * kLanes, acc[n]);
+        for (int n = 0; n < kVecs; ++n) store_vec(y + n * kLanes, acc[n]);
       }
     }
   }
 }
 
-// dC for inputs [i0, i1) and the output columns of one gY tile gT (rows, NV * 16) starting at o0:
-// a bucket's T rows of dC accumulate in registers.
-template <int T, int NV>
-void backward_weights(const Buckets& bk, const float* gT, float* dC, int64_t i0,
-                      int64_t i1, int64_t o0, int64_t rows, int64_t W, int64_t out) {
-  constexpr int width = NV * kLanes;
-  for (int64_t i = i0; i < i1; ++i) {
+// The backward pass runs over tiles of 32 output columns: per bucket, the T weight rows (2 vectors
+// each) and the T gradient rows being accumulated all stay in registers.
+constexpr int kBackVecs = 2;
+constexpr int64_t kBackWidth = kBackVecs * kLanes;
+//: Inputs whose partial dX sums are kept while the tiles go by (kBlockInputs * rows vectors).
+constexpr int64_t kBlockInputs = 8;
+
+// For inputs [j0, j1) and one gY tile gT (rows, 32) at columns o0: the weight gradient of the tile
+// (accumulated in `dblock`, then written to dW) and, per sorted row k, the tile's share of
+// dX = <sum_t D_t C[s + t, :], gY[b, :]> added lane-wise to pd[(i - j0) * rows + k].
+template <int T>
+void backward_tile(const Buckets& bk, const float* W, const float* gT, float* dW, float* cblock,
+                   float* dblock, vec* pd, int64_t j0, int64_t j1, int64_t o0, const Dims& m) {
+  for (int64_t i = j0; i < j1; ++i) {
     const int32_t* perm = bk.rows_of(i);
     const int32_t* offs = bk.offsets_of(i);
     const float* Vi = bk.values_of(i);
-    if (i + 1 < i1) prefetch_rows<NV>(dC + (i + 1) * W * out, W, out, o0);
+    const float* Di = bk.slopes_of(i);
+    vec* pdi = pd + (i - j0) * m.rows;
+    load_block(W, cblock, i, o0, kBackWidth, m);
+    std::memset(dblock, 0, sizeof(float) * m.Wp * kBackWidth);
     for (int64_t s = 0; s < bk.buckets; ++s) {
       if (offs[s] == offs[s + 1]) continue;
-      vec acc[T][NV] = {};
+      vec c[T][kBackVecs], acc[T][kBackVecs] = {};
+      for (int t = 0; t < T; ++t)
+        for (int n = 0; n < kBackVecs; ++n) c[t][n] = load_vec(cblock + (s + t) * kBackWidth + n * kLanes);
       for (int32_t k = offs[s]; k < offs[s + 1]; ++k) {
         const float* v = Vi + k * T;
-        const float* grow = gT + perm[k] * width;
-        vec g[NV];
-        for (int n = 0; n < NV; ++n) g[n] = load_vec(grow + n * kLanes);
-        for (int t = 0; t < T; ++t) {
-          const float w = v[t];
-          for (int n = 0; n < NV; ++n) acc[t][n] += w * g[n];
+        const float* dv = Di + k * T;
+        const float* grow = gT + perm[k] * kBackWidth;
+        vec g[kBackVecs], eff[kBackVecs];
+        for (int n = 0; n < kBackVecs; ++n) {
+          g[n] = load_vec(grow + n * kLanes);
+          eff[n] = dv[0] * c[0][n];
         }
+        for (int t = 1; t < T; ++t)
+          for (int n = 0; n < kBackVecs; ++n) eff[n] += dv[t] * c[t][n];
+        for (int t = 0; t < T; ++t)
+          for (int n = 0; n < kBackVecs; ++n) acc[t][n] += v[t] * g[n];
+        vec part = eff[0] * g[0];
+        for (int n = 1; n < kBackVecs; ++n) part += eff[n] * g[n];
+        pdi[k] += part;
       }
       for (int t = 0; t < T; ++t)
-        for (int n = 0; n < NV; ++n) {
-          float* row = dC + (i * W + s + t) * out + o0 + n * kLanes;
+        for (int n = 0; n < kBackVecs; ++n) {
+          float* row = dblock + (s + t) * kBackWidth + n * kLanes;
           store_vec(row, load_vec(row) + acc[t][n]);
         }
     }
-  }
-}
-
-// dX[i, b] = <sum_t D[i, b, t] C[i, S[i, b] + t, :], gY[b, :]> for inputs [i0, i1) (D: the derivatives
-// of the T values): rows in their own order, so gY is read sequentially and each of its rows is used by
-// a few inputs while it is in L1; one horizontal sum per (input, row).
-template <int T>
-void backward_inputs(const int32_t* S, const float* D, const float* C, const float* gY, float* dX,
-                     int64_t i0, int64_t i1, int64_t rows, int64_t W, int64_t out) {
-  constexpr int64_t kInputs = 4;
-  for (int64_t j0 = i0; j0 < i1; j0 += kInputs) {
-    const int64_t j1 = std::min(i1, j0 + kInputs);
-    // The next inputs' weight blocks, a few lines per row of this pass (rows pick them in random order).
-    const char* next = reinterpret_cast<const char*>(C + j1 * W * out);
-    const int64_t next_lines = (std::min(i1, j1 + kInputs) - j1) * W * out * 4 / 64;
-    const int64_t per_row = (next_lines + rows - 1) / rows;
-    for (int64_t b = 0; b < rows; ++b) {
-      for (int64_t l = b * per_row; l < std::min(next_lines, (b + 1) * per_row); ++l)
-        __builtin_prefetch(next + l * 64);
-      const float* g = gY + b * out;
-      for (int64_t i = j0; i < j1; ++i) {
-        const float* c = C + (i * W + S[i * rows + b]) * out;  // rows S .. S + T - 1, each out long
-        const float* dv = D + (i * rows + b) * T;
-        float w[T];
-        for (int t = 0; t < T; ++t) w[t] = dv[t];
-        vec dot = {};
-        for (int64_t o = 0; o < out; o += kLanes) {
-          vec eff = w[0] * load_vec(c + o);
-          for (int t = 1; t < T; ++t) eff += w[t] * load_vec(c + t * out + o);
-          dot += eff * load_vec(g + o);
-        }
-        dX[i * rows + b] = sum_lanes(dot);
-      }
-    }
+    store_block(dblock, dW, i, o0, kBackWidth, m);
   }
 }
 
@@ -243,85 +257,167 @@ auto dispatch_terms(int64_t terms, F f) {
   }
 }
 
-constexpr int kForwardVecs = 4;   // 64 output columns per forward block
-constexpr int kBackwardVecs = 4;  // 64 per backward block
-//: The column count ``out`` must be a multiple of this (the caller pads).
-constexpr int64_t kOutMultiple = kForwardVecs * kLanes;
-
-ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> V, ffi::Buffer<ffi::S32> S,
-                   ffi::Buffer<ffi::F32> C, ffi::ResultBuffer<ffi::F32> Yt) {
-  auto vd = V.dimensions(), sd = S.dimensions(), cd = C.dimensions();
-  if (vd.size() != 3 || sd.size() != 2 || cd.size() != 3 || sd[0] != vd[0] || sd[1] != vd[1] ||
-      cd[0] != vd[0] || cd[1] < vd[2])
-    return ffi::Error::InvalidArgument("expected V (d, rows, T), S (d, rows), C (d, W >= T, out)");
-  const int64_t d = vd[0], rows = vd[1], terms = vd[2], W = cd[1], out = cd[2];
-  if (out % kOutMultiple != 0) return ffi::Error::InvalidArgument("out must be a multiple of 64");
+// ----- scratch reused across calls --------------------------------------------------------------------
+// Buffers keep their capacity between calls, so the large ones are not mapped afresh (and page-faulted
+// in again) by the allocator on every call. At most kKeptWorkspaces are kept.
+struct Workspace {
   Buckets bk;
-  if (!build_buckets(pool, S.typed_data(), V.typed_data(), d, rows, terms, W - terms + 1, bk))
-    return ffi::Error::InvalidArgument("a start column is outside [0, W - T]");
-  const float* v = V.typed_data();
-  const float* c = C.typed_data();
-  float* y = Yt->typed_data();
-  const int64_t chunks = out / kOutMultiple;
-  bool known = dispatch_terms(terms, [&](auto tc) {
-    constexpr int T = decltype(tc)::value;
-    if constexpr (T == 0) {
-      return false;
+  std::vector<float> grad_tiles, y_tiles, blocks;
+  std::vector<vec> partial;
+};
+
+template <typename T>
+T* sized(std::vector<T>& v, int64_t n) {
+  if (static_cast<int64_t>(v.size()) < n) v.resize(n);
+  return v.data();
+}
+
+constexpr size_t kKeptWorkspaces = 2;
+
+class Lease {
+ public:
+  Lease() {
+    std::lock_guard<std::mutex> hold(mutex());
+    if (!kept().empty()) {
+      ws_ = std::move(kept().back());
+      kept().pop_back();
     } else {
-      parallel_chunks(pool, chunks, [&, c, y](int64_t k) {
-        forward_tile<T, kForwardVecs>(bk, c, y + k * rows * kOutMultiple, k * kOutMultiple, rows, d, W,
-                                      out);
-      });
-      return true;
+      ws_ = std::make_unique<Workspace>();
     }
+  }
+  ~Lease() {
+    std::lock_guard<std::mutex> hold(mutex());
+    if (kept().size() < kKeptWorkspaces) kept().push_back(std::move(ws_));
+  }
+  Workspace& operator*() { return *ws_; }
+
+ private:
+  static std::mutex& mutex() { static std::mutex m; return m; }
+  static std::vector<std::unique_ptr<Workspace>>& kept() {
+    static std::vector<std::unique_ptr<Workspace>> v;
+    return v;
+  }
+  std::unique_ptr<Workspace> ws_;
+};
+
+// Ranges of [0, total) in about `chunks` pieces, run by parallel_chunks.
+template <typename Body>
+void over_ranges(ffi::ThreadPool& pool, int64_t total, int64_t chunks, Body body) {
+  const int64_t size = std::max<int64_t>(1, (total + chunks - 1) / chunks);
+  parallel_chunks(pool, (total + size - 1) / size,
+                  [&, size](int64_t k) { body(k, k * size, std::min(total, (k + 1) * size)); });
+}
+
+Dims dims_of(ffi::Buffer<ffi::F32>& V, ffi::Buffer<ffi::F32>& W, int64_t pad) {
+  auto vd = V.dimensions(), wd = W.dimensions();
+  Dims m{};
+  if (vd.size() != 3 || wd.size() != 3 || wd[1] != vd[0]) return m;  // terms = 0: rejected below
+  m.d = vd[0];
+  m.rows = vd[1];
+  m.terms = vd[2];
+  m.out = wd[0];
+  m.n = wd[2];
+  m.pad = pad;
+  m.Wp = m.n + 2 * pad;
+  m.outp = (m.out + kWidth - 1) / kWidth * kWidth;
+  return m;
+}
+
+ffi::Error check_inputs(const Dims& m, ffi::Buffer<ffi::S32>& S) {
+  auto sd = S.dimensions();
+  if (m.terms < 2 || m.terms > 7)
+    return ffi::Error::InvalidArgument("expected V (d, rows, T) with 2 <= T <= 7 and W (out, d, n)");
+  if (sd.size() != 2 || sd[0] != m.d || sd[1] != m.rows)
+    return ffi::Error::InvalidArgument("S must be (d, rows) like V");
+  if (m.pad < m.terms - 1) return ffi::Error::InvalidArgument("pad must be at least T - 1");
+  return ffi::Error::Success();
+}
+
+// ----- handlers --------------------------------------------------------------------------------------
+ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> V, ffi::Buffer<ffi::S32> S,
+                   ffi::Buffer<ffi::F32> W, ffi::ResultBuffer<ffi::F32> Y, int64_t pad) {
+  const Dims m = dims_of(V, W, pad);
+  if (auto err = check_inputs(m, S); err.failure()) return err;
+  Lease lease;
+  Workspace& ws = *lease;
+  if (!build_buckets(pool, S.typed_data(), V.typed_data(), nullptr, m.d, m.rows, m.terms, m.Wp - m.terms + 1, ws.bk))
+    return ffi::Error::InvalidArgument("a start column is outside [0, n + 2 pad - T]");
+  const int64_t tiles = m.outp / kWidth;
+  float* yt = sized(ws.y_tiles, m.rows * m.outp);
+  float* blocks = sized(ws.blocks, tiles * m.Wp * kWidth);
+  const float* w = W.typed_data();
+  float* y = Y->typed_data();
+  dispatch_terms(m.terms, [&](auto tc) {
+    constexpr int T = decltype(tc)::value;
+    if constexpr (T > 0) {
+      parallel_chunks(pool, tiles, [&](int64_t k) {
+        const int64_t o0 = k * kWidth, width = std::min(kWidth, m.out - o0);
+        float* tile = yt + k * m.rows * kWidth;
+        forward_tile<T>(ws.bk, w, tile, blocks + k * m.Wp * kWidth, o0, m);
+        for (int64_t b = 0; b < m.rows; ++b)
+          std::memcpy(y + b * m.out + o0, tile + b * kWidth, sizeof(float) * width);
+      });
+    }
+    return 0;
   });
-  if (!known) return ffi::Error::InvalidArgument("T (terms per input) must be 2..7");
   return ffi::Error::Success();
 }
 
 ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> V, ffi::Buffer<ffi::F32> D,
-                    ffi::Buffer<ffi::S32> S, ffi::Buffer<ffi::F32> C, ffi::Buffer<ffi::F32> gY,
-                    ffi::Buffer<ffi::F32> gT, ffi::ResultBuffer<ffi::F32> dX, ffi::ResultBuffer<ffi::F32> dC) {
-  auto vd = V.dimensions(), sd = S.dimensions(), cd = C.dimensions(), gd = gY.dimensions();
-  if (vd.size() != 3 || sd.size() != 2 || cd.size() != 3 || gd.size() != 2 || sd[0] != vd[0] ||
-      sd[1] != vd[1] || cd[0] != vd[0] || cd[1] < vd[2] || gd[0] != vd[1] || gd[1] != cd[2] ||
-      D.element_count() != V.element_count() || gT.element_count() != gY.element_count())
-    return ffi::Error::InvalidArgument(
-        "expected V and D (d, rows, T), S (d, rows), C (d, W >= T, out), gY (rows, out) and gT (out / 64, "
-        "rows, 64)");
-  const int64_t d = vd[0], rows = vd[1], terms = vd[2], W = cd[1], out = cd[2];
-  if (out % kOutMultiple != 0) return ffi::Error::InvalidArgument("out must be a multiple of 64");
-  Buckets bk;
-  if (!build_buckets(pool, S.typed_data(), V.typed_data(), d, rows, terms, W - terms + 1, bk))
-    return ffi::Error::InvalidArgument("a start column is outside [0, W - T]");
-  const float* dv = D.typed_data();
-  const int32_t* sp = S.typed_data();
-  const float* c = C.typed_data();
+                    ffi::Buffer<ffi::S32> S, ffi::Buffer<ffi::F32> W, ffi::Buffer<ffi::F32> gY,
+                    ffi::ResultBuffer<ffi::F32> dX, ffi::ResultBuffer<ffi::F32> dW, int64_t pad) {
+  const Dims m = dims_of(V, W, pad);
+  if (auto err = check_inputs(m, S); err.failure()) return err;
+  auto gd = gY.dimensions();
+  if (D.element_count() != V.element_count() || gd.size() != 2 || gd[0] != m.rows || gd[1] != m.out)
+    return ffi::Error::InvalidArgument("expected D like V and gY (rows, out)");
+  Lease lease;
+  Workspace& ws = *lease;
+  if (!build_buckets(pool, S.typed_data(), V.typed_data(), D.typed_data(), m.d, m.rows, m.terms,
+                     m.Wp - m.terms + 1, ws.bk))
+    return ffi::Error::InvalidArgument("a start column is outside [0, n + 2 pad - T]");
+  const int64_t tiles = m.outp / kBackWidth;
+  float* gtiles = sized(ws.grad_tiles, m.rows * m.outp);
   const float* g = gY.typed_data();
-  const float* gt = gT.typed_data();
-  float* dx = dX->typed_data();
-  float* dw = dC->typed_data();
-  // A few chunks of inputs per thread: each thread owns its inputs' dC and dX (no shared writes).
-  const int64_t block = (d + 7) / 8;
-  const int64_t chunks = (d + block - 1) / block;
-  bool known = dispatch_terms(terms, [&](auto tc) {
-    constexpr int T = decltype(tc)::value;
-    if constexpr (T == 0) {
-      return false;
-    } else {
-      parallel_chunks(pool, chunks, [&, dv, sp, c, g, gt, dx, dw, block](int64_t k) {
-        const int64_t i0 = k * block, i1 = std::min(d, (k + 1) * block);
-        constexpr int64_t width = kOutMultiple;
-        std::memset(dw + i0 * W * out, 0, sizeof(float) * (i1 - i0) * W * out);
-        for (int64_t o0 = 0; o0 < out; o0 += width)
-          backward_weights<T, kBackwardVecs>(bk, gt + (o0 / width) * rows * width, dw, i0, i1, o0, rows,
-                                             W, out);
-        backward_inputs<T>(sp, dv, c, g, dx, i0, i1, rows, W, out);
-      });
-      return true;
-    }
+  // gY as (outp / 32, rows, 32) tiles, zero past out.
+  over_ranges(pool, m.rows, 16, [&](int64_t, int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b)
+      for (int64_t t = 0; t < tiles; ++t) {
+        float* dst = gtiles + (t * m.rows + b) * kBackWidth;
+        const int64_t cols = std::max<int64_t>(0, std::min(kBackWidth, m.out - t * kBackWidth));
+        std::memcpy(dst, g + b * m.out + t * kBackWidth, sizeof(float) * cols);
+        std::fill(dst + cols, dst + kBackWidth, 0.0f);
+      }
   });
-  if (!known) return ffi::Error::InvalidArgument("T (terms per input) must be 2..7");
+  constexpr int64_t kChunks = 8;
+  const int64_t block_size = m.Wp * kBackWidth;
+  float* blocks = sized(ws.blocks, kChunks * 2 * block_size);
+  vec* partial = sized(ws.partial, kChunks * kBlockInputs * m.rows);
+  const float* w = W.typed_data();
+  float* dx = dX->typed_data();
+  float* dw = dW->typed_data();
+  dispatch_terms(m.terms, [&](auto tc) {
+    constexpr int T = decltype(tc)::value;
+    if constexpr (T > 0) {
+      // Each chunk owns its inputs' slices of dX and dW.
+      over_ranges(pool, m.d, kChunks, [&](int64_t k, int64_t i0, int64_t i1) {
+        float* cblock = blocks + 2 * k * block_size;
+        vec* pd = partial + k * kBlockInputs * m.rows;
+        for (int64_t j0 = i0; j0 < i1; j0 += kBlockInputs) {
+          const int64_t j1 = std::min(i1, j0 + kBlockInputs);
+          std::fill(pd, pd + (j1 - j0) * m.rows, vec{});
+          for (int64_t t = 0; t < tiles; ++t)
+            backward_tile<T>(ws.bk, w, gtiles + t * m.rows * kBackWidth, dw, cblock, cblock + block_size,
+                             pd, j0, j1, t * kBackWidth, m);
+          for (int64_t i = j0; i < j1; ++i) {
+            const int32_t* perm = ws.bk.rows_of(i);
+            for (int64_t r = 0; r < m.rows; ++r) dx[i * m.rows + perm[r]] = sum_lanes(pd[(i - j0) * m.rows + r]);
+          }
+        }
+      });
+    }
+    return 0;
+  });
   return ffi::Error::Success();
 }
 
@@ -333,7 +429,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(KanLocalForward, Forward,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::S32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>());
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("pad"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(KanLocalBackward, Backward,
                               ffi::Ffi::Bind()
@@ -343,6 +440,6 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(KanLocalBackward, Backward,
                                   .Arg<ffi::Buffer<ffi::S32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>());
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("pad"));
