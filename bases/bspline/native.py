@@ -23,7 +23,7 @@ to its XLA path (see :func:`forward_mode_error`).
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -61,25 +61,25 @@ def _terms(cfg: _Config, x: Array, grid: Array, derivatives: bool):
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _spline_sum(cfg: _Config, x: Array, grid: Array, weight: Array) -> Array:
+def _spline_sum(cfg: _Config, x: Array, grid: Array, weight: Array, mask: Array) -> Array:
     values, _, first = _terms(cfg, x, grid, derivatives=False)
     shape = jax.ShapeDtypeStruct((x.shape[0], weight.shape[0]), jnp.float32)
     return jax.ffi.ffi_call(native_build.FORWARD_TARGET, shape, vmap_method="sequential")(
-        values, first, weight, pad=cfg.order)
+        values, first, weight, mask, pad=cfg.order)
 
 
-def _spline_sum_fwd(cfg: _Config, x: Array, grid: Array, weight: Array):
-    return _spline_sum(cfg, x, grid, weight), (x, grid, weight)
+def _spline_sum_fwd(cfg: _Config, x: Array, grid: Array, weight: Array, mask: Array):
+    return _spline_sum(cfg, x, grid, weight, mask), (x, grid, weight, mask)
 
 
 def _spline_sum_bwd(cfg: _Config, residuals, dy: Array):
-    x, grid, weight = residuals
+    x, grid, weight, mask = residuals
     values, slopes, first = _terms(cfg, x, grid, derivatives=True)
     shapes = (jax.ShapeDtypeStruct((x.shape[1], x.shape[0]), jnp.float32),
               jax.ShapeDtypeStruct(weight.shape, jnp.float32))
     dx, dweight = jax.ffi.ffi_call(native_build.BACKWARD_TARGET, shapes, vmap_method="sequential")(
-        values, slopes, first, weight, dy.astype(jnp.float32), pad=cfg.order)
-    return dx.T.astype(x.dtype), jnp.zeros_like(grid), dweight
+        values, slopes, first, weight, mask, dy.astype(jnp.float32), pad=cfg.order)
+    return dx.T.astype(x.dtype), jnp.zeros_like(grid), dweight, jnp.zeros_like(mask)
 
 
 _spline_sum.defvjp(_spline_sum_fwd, _spline_sum_bwd)
@@ -92,10 +92,12 @@ def native_spline_sum(
     *,
     order: int,
     uniform: bool,
+    mask: Optional[Float[Array, "out d"]] = None,
 ) -> Float[Array, "rows out"]:
-    """``y[b, o] = sum_d sum_i weight[o, d, i] F_i(x_bd)`` for the ``n = n_knots - order - 1`` B-splines,
-    on the CPU kernel (raises ``RuntimeError`` naming the reason when it is unavailable). Gradients
-    flow to ``x`` and ``weight``, not to ``grid``; float32 only."""
+    """``y[b, o] = sum_d mask[o, d] sum_i weight[o, d, i] F_i(x_bd)`` for the ``n = n_knots - order - 1``
+    B-splines, on the CPU kernel (raises ``RuntimeError`` naming the reason when it is unavailable); the
+    mask (default all ones) is applied inside the kernel, so the masked weights are never materialised.
+    Gradients flow to ``x`` and ``weight``, not to ``grid`` or ``mask``; float32 only."""
     if not native_build.available():
         raise RuntimeError(f"the native B-spline kernel is unavailable: {native_build.unavailable_reason()}")
     if x.dtype != jnp.float32 or weight.dtype != jnp.float32:
@@ -104,5 +106,10 @@ def native_spline_sum(
     if x.ndim != 2 or weight.shape[1:] != (x.shape[1], num_functions) or not 1 <= order <= 6:
         raise ValueError(f"native_spline_sum: expected x (rows, d), weight (out, d, {num_functions}) and "
                          f"1 <= order <= 6, got x {tuple(x.shape)}, weight {tuple(weight.shape)}, order {order}")
+    out, d = weight.shape[:2]
+    mask = jnp.ones((out, d), jnp.float32) if mask is None else mask
+    if mask.shape != (out, d):
+        raise ValueError(f"native_spline_sum: mask must be (out, d) = {(out, d)}, got {tuple(mask.shape)}")
     cfg = _Config(int(order), bool(uniform), int(num_functions))
-    return _spline_sum(cfg, x, jax.lax.stop_gradient(grid), weight)
+    return _spline_sum(cfg, x, jax.lax.stop_gradient(grid), weight,
+                       jax.lax.stop_gradient(mask.astype(jnp.float32)))

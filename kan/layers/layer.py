@@ -21,6 +21,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from bases import (Basis, BSpline, buffer_field, bspline_edge_sum, check_last_dim, gaussian_expectation,
                    host_array)
 import bases.bspline.contract as bspline_contract
+from bases.bspline.native import forward_mode_error, native_spline_sum
 from bases.init_random import scaled_normal
 
 
@@ -45,12 +46,15 @@ class KANLayer(eqx.Module):
     scaled SiLU, like pykan's init, which trains small symbolic-regression KANs more reliably; the
     even split keeps deep stacks stable (a SiLU-dominated 32-layer stack drifts ~17x).
 
-    With ``contraction="auto"`` (default), a batch whose ``(batch, in, k)`` features fit in
+    With ``contraction="auto"`` (default), a B-spline layer on the CPU whose grid is fine enough for it
+    to pay (:func:`bases.bspline.contract.choose_contraction`: G + k >= 3 (k + 1), enough rows) runs the
+    native kernel of :mod:`bases.bspline.native` (work follows the k + 1 non-zero functions per input,
+    not G + k). Otherwise a batch whose ``(batch, in, k)`` features fit in
     :data:`bases.bspline.contract.FULL_BYTES` (64 MiB) runs the plain dense path (one matmul, autodiff;
-    the fastest form measured, see ``_fits_whole``); a larger one runs the same path in rematerialised
-    row blocks, so training never holds its whole feature tensor (every basis). With a
-    :class:`bases.BSpline` basis, ``contraction="dense"`` or ``"local"`` runs
-    :func:`bases.bspline_edge_sum` (features from the ``k + 1`` local pieces) in that form instead.
+    see ``_fits_whole``); a larger one runs the same path in rematerialised row blocks, so training
+    never holds its whole feature tensor (every basis). With a :class:`bases.BSpline` basis,
+    ``contraction="native"`` forces the kernel, and ``"dense"`` or ``"local"`` run
+    :func:`bases.bspline_edge_sum` (features from the ``k + 1`` local pieces) in that form.
     """
 
     basis: Basis
@@ -122,19 +126,50 @@ class KANLayer(eqx.Module):
         ``eqx.nn.Sequential``)."""
         check_last_dim(x, self.in_features, "KANLayer")
         mask = self._numeric_mask()
-        weight = self.spline_weight * mask[..., None]
-        if isinstance(self.basis, BSpline) and self.contraction != "auto":
-            y = self._bspline_sum(x, weight, mask)
+        if self._uses_native(x):
+            y = self._native_sum(x, mask)
+        elif isinstance(self.basis, BSpline) and self.contraction != "auto":
+            y = self._bspline_sum(x, self.spline_weight * mask[..., None], mask)
         elif self._fits_whole(x):
-            y = self._dense_sum(x, weight, mask)
+            y = self._dense_sum(x, self.spline_weight * mask[..., None], mask)
         else:
-            y = self._blocked_dense_sum(x, weight, mask)
+            y = self._blocked_dense_sum(x, self.spline_weight * mask[..., None], mask)
         if self.symbolic is not None:
             sym_mask = jax.lax.stop_gradient(self.edge_mask * self.symbolic.active)
             y = y + jnp.sum(self.symbolic(x) * sym_mask, axis=-1)
         if self.bias is not None:
             y = y + self.bias
         return y
+
+    def _uses_native(self, x: Array) -> bool:
+        """Whether this call runs the CPU kernel (:mod:`bases.bspline.native`): forced with
+        ``contraction="native"``, or chosen by :func:`bases.bspline.contract.choose_contraction` under
+        ``"auto"`` (B-spline bases only)."""
+        if not isinstance(self.basis, BSpline):
+            return False
+        if self.contraction != "auto":
+            return self.contraction == "native"
+        rows = int(np.prod(x.shape[:-1])) if x.ndim > 1 else 1
+        return bspline_contract.choose_contraction(
+            self.basis.num_functions, self.basis.order, rows, None, self.in_features, self.out_features,
+            jnp.promote_types(x.dtype, jnp.float32)) == "native"
+
+    def _native_sum(self, x: Array, mask: Array) -> Array:
+        """The spline part on the CPU kernel (the mask applied inside it), the residual as one matmul.
+        Under forward-mode autodiff (``jax.jvp``, ``jax.hessian``), which the kernel's custom VJP cannot
+        serve, the dense path runs instead."""
+        lead = x.shape[:-1]
+        flat = x.reshape(-1, self.in_features).astype(jnp.float32)
+        try:
+            y = native_spline_sum(flat, self.basis.grid, self.spline_weight, order=self.basis.order,
+                                  uniform=self.basis.uniform, mask=mask)
+        except TypeError as err:
+            if not forward_mode_error(err):
+                raise
+            return self._dense_sum(x, self.spline_weight * mask[..., None], mask)
+        if self.base_weight is not None:
+            y = y + self.base_activation(flat) @ (self.base_weight * mask).T
+        return y.reshape(lead + (self.out_features,))
 
     def _fits_whole(self, x: Array) -> bool:
         """Whether the ``(rows, in, k)`` features of this batch fit in

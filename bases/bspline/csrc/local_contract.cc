@@ -63,8 +63,9 @@ struct Buckets {
 
 // One input's rows by a counting sort: offs[s] .. offs[s + 1] is bucket s. Returns false if a start is
 // outside [0, buckets). `fill` is scratch of `buckets` entries.
+template <int T>
 bool bucket_input(const int32_t* S, const float* V, const float* D, int64_t rows, int64_t buckets,
-                  int64_t terms, int32_t* perm, int32_t* offs, float* values, float* slopes, int32_t* fill) {
+                  int32_t* perm, int32_t* offs, float* values, float* slopes, int32_t* fill) {
   std::fill(offs, offs + buckets + 1, 0);
   for (int64_t b = 0; b < rows; ++b) {
     const int32_t s = S[b];
@@ -76,15 +77,14 @@ bool bucket_input(const int32_t* S, const float* V, const float* D, int64_t rows
   for (int64_t b = 0; b < rows; ++b) {
     const int32_t k = fill[S[b]]++;
     perm[k] = static_cast<int32_t>(b);
-    for (int64_t t = 0; t < terms; ++t) values[k * terms + t] = V[b * terms + t];
-    if (D != nullptr)
-      for (int64_t t = 0; t < terms; ++t) slopes[k * terms + t] = D[b * terms + t];
+    std::memcpy(values + k * T, V + b * T, sizeof(float) * T);
+    if (D != nullptr) std::memcpy(slopes + k * T, D + b * T, sizeof(float) * T);
   }
   return true;
 }
 
 // Buckets for every input, built in parallel (D may be null); false if any start is out of range.
-template <typename Pool>
+template <int T, typename Pool>
 bool build_buckets(Pool& pool, const int32_t* S, const float* V, const float* D, int64_t d, int64_t rows,
                    int64_t terms, int64_t buckets, Buckets& out) {
   out.rows = rows;
@@ -100,7 +100,7 @@ bool build_buckets(Pool& pool, const int32_t* S, const float* V, const float* D,
     std::vector<int32_t> fill(buckets);
     for (int64_t i = k * block; i < std::min(d, (k + 1) * block); ++i) {
       const int64_t at = i * rows * terms;
-      if (!bucket_input(S + i * rows, V + at, D == nullptr ? nullptr : D + at, rows, buckets, terms,
+      if (!bucket_input<T>(S + i * rows, V + at, D == nullptr ? nullptr : D + at, rows, buckets,
                         out.perm.data() + i * rows, out.offs.data() + i * (buckets + 1),
                         out.values.data() + at, D == nullptr ? nullptr : out.slopes.data() + at,
                         fill.data()))
@@ -135,22 +135,28 @@ struct Dims {
   int64_t d, rows, terms, out, n, pad, Wp, outp;
 };
 
-// block[r, c] = W[o0 + c, i, r - pad] for c < width (zero outside the functions and past out).
-inline void load_block(const float* W, float* block, int64_t i, int64_t o0, int64_t width, const Dims& m) {
+// The edge mask M (out, d) multiplies the weights as they are read and their gradient as it is written.
+// block[r, c] = W[o0 + c, i, r - pad] M[o0 + c, i] for c < width (zero outside the functions and past
+// out).
+inline void load_block(const float* W, const float* M, float* block, int64_t i, int64_t o0, int64_t width,
+                       const Dims& m) {
   std::memset(block, 0, sizeof(float) * m.Wp * width);
   const int64_t cols = std::min(width, m.out - o0);
   for (int64_t c = 0; c < cols; ++c) {
     const float* src = W + ((o0 + c) * m.d + i) * m.n;
-    for (int64_t j = 0; j < m.n; ++j) block[(m.pad + j) * width + c] = src[j];
+    const float scale = M[(o0 + c) * m.d + i];
+    for (int64_t j = 0; j < m.n; ++j) block[(m.pad + j) * width + c] = src[j] * scale;
   }
 }
 
-// dW[o0 + c, i, j] = block[pad + j, c] for the columns that exist.
-inline void store_block(const float* block, float* dW, int64_t i, int64_t o0, int64_t width, const Dims& m) {
+// dW[o0 + c, i, j] = block[pad + j, c] M[o0 + c, i] for the columns that exist.
+inline void store_block(const float* block, const float* M, float* dW, int64_t i, int64_t o0, int64_t width,
+                        const Dims& m) {
   const int64_t cols = std::min(width, m.out - o0);
   for (int64_t c = 0; c < cols; ++c) {
     float* dst = dW + ((o0 + c) * m.d + i) * m.n;
-    for (int64_t j = 0; j < m.n; ++j) dst[j] = block[(m.pad + j) * width + c];
+    const float scale = M[(o0 + c) * m.d + i];
+    for (int64_t j = 0; j < m.n; ++j) dst[j] = block[(m.pad + j) * width + c] * scale;
   }
 }
 
@@ -163,13 +169,13 @@ constexpr int64_t kWidth = kVecs * kLanes;
 // Forward for the tile of output columns [o0, o0 + 64): per input and bucket, the bucket's T weight
 // rows stay in registers while its rows are accumulated into the tile Yt (rows, 64).
 template <int T>
-void forward_tile(const Buckets& bk, const float* W, float* Yt, float* block, int64_t o0, const Dims& m) {
+void forward_tile(const Buckets& bk, const float* W, const float* M, float* Yt, float* block, int64_t o0, const Dims& m) {
   std::memset(Yt, 0, sizeof(float) * m.rows * kWidth);
   for (int64_t i = 0; i < m.d; ++i) {
     const int32_t* perm = bk.rows_of(i);
     const int32_t* offs = bk.offsets_of(i);
     const float* Vi = bk.values_of(i);
-    load_block(W, block, i, o0, kWidth, m);
+    load_block(W, M, block, i, o0, kWidth, m);
     for (int64_t s = 0; s < bk.buckets; ++s) {
       if (offs[s] == offs[s + 1]) continue;
       vec c[T][kVecs];
@@ -201,7 +207,7 @@ constexpr int64_t kBlockInputs = 8;
 // (accumulated in `dblock`, then written to dW) and, per sorted row k, the tile's share of
 // dX = <sum_t D_t C[s + t, :], gY[b, :]> added lane-wise to pd[(i - j0) * rows + k].
 template <int T>
-void backward_tile(const Buckets& bk, const float* W, const float* gT, float* dW, float* cblock,
+void backward_tile(const Buckets& bk, const float* W, const float* M, const float* gT, float* dW, float* cblock,
                    float* dblock, vec* pd, int64_t j0, int64_t j1, int64_t o0, const Dims& m) {
   for (int64_t i = j0; i < j1; ++i) {
     const int32_t* perm = bk.rows_of(i);
@@ -209,7 +215,7 @@ void backward_tile(const Buckets& bk, const float* W, const float* gT, float* dW
     const float* Vi = bk.values_of(i);
     const float* Di = bk.slopes_of(i);
     vec* pdi = pd + (i - j0) * m.rows;
-    load_block(W, cblock, i, o0, kBackWidth, m);
+    load_block(W, M, cblock, i, o0, kBackWidth, m);
     std::memset(dblock, 0, sizeof(float) * m.Wp * kBackWidth);
     for (int64_t s = 0; s < bk.buckets; ++s) {
       if (offs[s] == offs[s + 1]) continue;
@@ -239,7 +245,7 @@ void backward_tile(const Buckets& bk, const float* W, const float* gT, float* dW
           store_vec(row, load_vec(row) + acc[t][n]);
         }
     }
-    store_block(dblock, dW, i, o0, kBackWidth, m);
+    store_block(dblock, M, dW, i, o0, kBackWidth, m);
   }
 }
 
@@ -334,51 +340,38 @@ ffi::Error check_inputs(const Dims& m, ffi::Buffer<ffi::S32>& S) {
 }
 
 // ----- handlers --------------------------------------------------------------------------------------
-ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> V, ffi::Buffer<ffi::S32> S,
-                   ffi::Buffer<ffi::F32> W, ffi::ResultBuffer<ffi::F32> Y, int64_t pad) {
-  const Dims m = dims_of(V, W, pad);
-  if (auto err = check_inputs(m, S); err.failure()) return err;
+const char kBadStart[] = "a start column is outside [0, n + 2 pad - T]";
+
+template <int T>
+ffi::Error forward_impl(ffi::ThreadPool& pool, const float* v, const int32_t* sp, const float* w,
+                        const float* mask, float* y,
+                        const Dims& m) {
   Lease lease;
   Workspace& ws = *lease;
-  if (!build_buckets(pool, S.typed_data(), V.typed_data(), nullptr, m.d, m.rows, m.terms, m.Wp - m.terms + 1, ws.bk))
-    return ffi::Error::InvalidArgument("a start column is outside [0, n + 2 pad - T]");
+  if (!build_buckets<T>(pool, sp, v, nullptr, m.d, m.rows, T, m.Wp - T + 1, ws.bk))
+    return ffi::Error::InvalidArgument(kBadStart);
   const int64_t tiles = m.outp / kWidth;
   float* yt = sized(ws.y_tiles, m.rows * m.outp);
   float* blocks = sized(ws.blocks, tiles * m.Wp * kWidth);
-  const float* w = W.typed_data();
-  float* y = Y->typed_data();
-  dispatch_terms(m.terms, [&](auto tc) {
-    constexpr int T = decltype(tc)::value;
-    if constexpr (T > 0) {
-      parallel_chunks(pool, tiles, [&](int64_t k) {
-        const int64_t o0 = k * kWidth, width = std::min(kWidth, m.out - o0);
-        float* tile = yt + k * m.rows * kWidth;
-        forward_tile<T>(ws.bk, w, tile, blocks + k * m.Wp * kWidth, o0, m);
-        for (int64_t b = 0; b < m.rows; ++b)
-          std::memcpy(y + b * m.out + o0, tile + b * kWidth, sizeof(float) * width);
-      });
-    }
-    return 0;
+  parallel_chunks(pool, tiles, [&](int64_t k) {
+    const int64_t o0 = k * kWidth, width = std::min(kWidth, m.out - o0);
+    float* tile = yt + k * m.rows * kWidth;
+    forward_tile<T>(ws.bk, w, mask, tile, blocks + k * m.Wp * kWidth, o0, m);
+    for (int64_t b = 0; b < m.rows; ++b) std::memcpy(y + b * m.out + o0, tile + b * kWidth, sizeof(float) * width);
   });
   return ffi::Error::Success();
 }
 
-ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> V, ffi::Buffer<ffi::F32> D,
-                    ffi::Buffer<ffi::S32> S, ffi::Buffer<ffi::F32> W, ffi::Buffer<ffi::F32> gY,
-                    ffi::ResultBuffer<ffi::F32> dX, ffi::ResultBuffer<ffi::F32> dW, int64_t pad) {
-  const Dims m = dims_of(V, W, pad);
-  if (auto err = check_inputs(m, S); err.failure()) return err;
-  auto gd = gY.dimensions();
-  if (D.element_count() != V.element_count() || gd.size() != 2 || gd[0] != m.rows || gd[1] != m.out)
-    return ffi::Error::InvalidArgument("expected D like V and gY (rows, out)");
+template <int T>
+ffi::Error backward_impl(ffi::ThreadPool& pool, const float* v, const float* dv, const int32_t* sp,
+                         const float* w, const float* mask, const float* g, float* dx, float* dw,
+                         const Dims& m) {
   Lease lease;
   Workspace& ws = *lease;
-  if (!build_buckets(pool, S.typed_data(), V.typed_data(), D.typed_data(), m.d, m.rows, m.terms,
-                     m.Wp - m.terms + 1, ws.bk))
-    return ffi::Error::InvalidArgument("a start column is outside [0, n + 2 pad - T]");
+  if (!build_buckets<T>(pool, sp, v, dv, m.d, m.rows, T, m.Wp - T + 1, ws.bk))
+    return ffi::Error::InvalidArgument(kBadStart);
   const int64_t tiles = m.outp / kBackWidth;
   float* gtiles = sized(ws.grad_tiles, m.rows * m.outp);
-  const float* g = gY.typed_data();
   // gY as (outp / 32, rows, 32) tiles, zero past out.
   over_ranges(pool, m.rows, 16, [&](int64_t, int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b)
@@ -393,32 +386,66 @@ ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> V, ffi::Buffer<f
   const int64_t block_size = m.Wp * kBackWidth;
   float* blocks = sized(ws.blocks, kChunks * 2 * block_size);
   vec* partial = sized(ws.partial, kChunks * kBlockInputs * m.rows);
-  const float* w = W.typed_data();
-  float* dx = dX->typed_data();
-  float* dw = dW->typed_data();
-  dispatch_terms(m.terms, [&](auto tc) {
-    constexpr int T = decltype(tc)::value;
-    if constexpr (T > 0) {
-      // Each chunk owns its inputs' slices of dX and dW.
-      over_ranges(pool, m.d, kChunks, [&](int64_t k, int64_t i0, int64_t i1) {
-        float* cblock = blocks + 2 * k * block_size;
-        vec* pd = partial + k * kBlockInputs * m.rows;
-        for (int64_t j0 = i0; j0 < i1; j0 += kBlockInputs) {
-          const int64_t j1 = std::min(i1, j0 + kBlockInputs);
-          std::fill(pd, pd + (j1 - j0) * m.rows, vec{});
-          for (int64_t t = 0; t < tiles; ++t)
-            backward_tile<T>(ws.bk, w, gtiles + t * m.rows * kBackWidth, dw, cblock, cblock + block_size,
-                             pd, j0, j1, t * kBackWidth, m);
-          for (int64_t i = j0; i < j1; ++i) {
-            const int32_t* perm = ws.bk.rows_of(i);
-            for (int64_t r = 0; r < m.rows; ++r) dx[i * m.rows + perm[r]] = sum_lanes(pd[(i - j0) * m.rows + r]);
-          }
-        }
-      });
+  // Each chunk owns its inputs' slices of dX and dW.
+  over_ranges(pool, m.d, kChunks, [&](int64_t k, int64_t i0, int64_t i1) {
+    float* cblock = blocks + 2 * k * block_size;
+    vec* pd = partial + k * kBlockInputs * m.rows;
+    for (int64_t j0 = i0; j0 < i1; j0 += kBlockInputs) {
+      const int64_t j1 = std::min(i1, j0 + kBlockInputs);
+      std::fill(pd, pd + (j1 - j0) * m.rows, vec{});
+      for (int64_t t = 0; t < tiles; ++t)
+        backward_tile<T>(ws.bk, w, mask, gtiles + t * m.rows * kBackWidth, dw, cblock, cblock + block_size, pd, j0,
+                         j1, t * kBackWidth, m);
+      for (int64_t i = j0; i < j1; ++i) {
+        const int32_t* perm = ws.bk.rows_of(i);
+        for (int64_t r = 0; r < m.rows; ++r) dx[i * m.rows + perm[r]] = sum_lanes(pd[(i - j0) * m.rows + r]);
+      }
     }
-    return 0;
   });
   return ffi::Error::Success();
+}
+
+ffi::Error check_mask(const Dims& m, ffi::Buffer<ffi::F32>& M) {
+  auto md = M.dimensions();
+  if (md.size() != 2 || md[0] != m.out || md[1] != m.d) return ffi::Error::InvalidArgument("M must be (out, d)");
+  return ffi::Error::Success();
+}
+
+ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> V, ffi::Buffer<ffi::S32> S,
+                   ffi::Buffer<ffi::F32> W, ffi::Buffer<ffi::F32> M, ffi::ResultBuffer<ffi::F32> Y, int64_t pad) {
+  const Dims m = dims_of(V, W, pad);
+  if (auto err = check_inputs(m, S); err.failure()) return err;
+  if (auto err = check_mask(m, M); err.failure()) return err;
+  return dispatch_terms(m.terms, [&](auto tc) -> ffi::Error {
+    constexpr int T = decltype(tc)::value;
+    if constexpr (T == 0) {
+      return ffi::Error::InvalidArgument("T must be 2..7");
+    } else {
+      return forward_impl<T>(pool, V.typed_data(), S.typed_data(), W.typed_data(), M.typed_data(),
+                             Y->typed_data(), m);
+    }
+  });
+}
+
+ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> V, ffi::Buffer<ffi::F32> D,
+                    ffi::Buffer<ffi::S32> S, ffi::Buffer<ffi::F32> W, ffi::Buffer<ffi::F32> M,
+                    ffi::Buffer<ffi::F32> gY, ffi::ResultBuffer<ffi::F32> dX, ffi::ResultBuffer<ffi::F32> dW,
+                    int64_t pad) {
+  const Dims m = dims_of(V, W, pad);
+  if (auto err = check_inputs(m, S); err.failure()) return err;
+  if (auto err = check_mask(m, M); err.failure()) return err;
+  auto gd = gY.dimensions();
+  if (D.element_count() != V.element_count() || gd.size() != 2 || gd[0] != m.rows || gd[1] != m.out)
+    return ffi::Error::InvalidArgument("expected D like V and gY (rows, out)");
+  return dispatch_terms(m.terms, [&](auto tc) -> ffi::Error {
+    constexpr int T = decltype(tc)::value;
+    if constexpr (T == 0) {
+      return ffi::Error::InvalidArgument("T must be 2..7");
+    } else {
+      return backward_impl<T>(pool, V.typed_data(), D.typed_data(), S.typed_data(), W.typed_data(),
+                              M.typed_data(), gY.typed_data(), dX->typed_data(), dW->typed_data(), m);
+    }
+  });
 }
 
 }  // namespace
@@ -429,6 +456,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(KanLocalForward, Forward,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::S32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Attr<int64_t>("pad"));
 
@@ -438,6 +466,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(KanLocalBackward, Backward,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()

@@ -1,0 +1,180 @@
+"""The native CPU kernel of the B-spline edge sum (``contraction="native"``) against the dense reference:
+values and gradients on random points, points exactly on knots and far outside the grid; uniform,
+refined and generic grids; orders 1, 3 and 5; masks; output widths that are not multiples of the kernel
+tile; the layer's automatic choice, its forward-mode fallback, and the errors."""
+
+import os
+import subprocess
+import sys
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import bases.bspline.contract as contract
+from bases import BSpline
+from bases.bspline import native_build
+from bases.bspline.native import native_spline_sum
+from kan import KANLayer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_kernel_builds_where_a_compiler_exists():
+    if native_build.compiler() is None:
+        pytest.skip("no C++ compiler on this machine")
+    assert native_build.available(), native_build.unavailable_reason()
+
+
+needs_kernel = pytest.mark.skipif(not native_build.available(), reason=str(native_build.unavailable_reason()))
+
+
+def _bases(order):
+    uniform = BSpline(3, 6, order, grid_range=(-1.0, 1.5))
+    refined = uniform.update_grid(np.random.default_rng(0).normal(size=(64, 3)) * [1.0, 0.5, 2.0])
+    generic = BSpline(3, 6, order, grid=uniform.grid, uniform=False)
+    return [uniform, refined, generic]
+
+
+def _points(basis, n=40, key=0):
+    x = jax.random.uniform(jax.random.PRNGKey(key), (n, basis.in_features), minval=-3.0, maxval=3.0)
+    knots = jnp.asarray(basis.grid, jnp.float32).T  # every knot, exactly
+    far = jnp.array([[1e4] * basis.in_features, [-1e4] * basis.in_features])
+    return jnp.concatenate([x, knots, far], axis=0)
+
+
+def _reference(x, basis, weight, mask):
+    return jnp.einsum("bdk,odk->bo", basis(x), weight * mask[..., None])
+
+
+@needs_kernel
+@pytest.mark.parametrize("order", [1, 3, 5])
+def test_values_and_gradients_match_the_dense_reference(order):
+    cases = []
+    for j, basis in enumerate(_bases(order)):
+        out = (70, 5, 64)[j]  # not a multiple of the 64-column tile, narrow, exactly one tile
+        key = jax.random.PRNGKey(10 * order + j)
+        weight = jax.random.normal(key, (out, 3, basis.num_functions))
+        mask = jnp.ones((out, 3)).at[1, 2].set(0.0).at[out - 1, 0].set(0.0)
+        cases.append((basis, _points(basis, key=j), weight, mask))
+
+    @jax.jit
+    def both(args):
+        out = []
+        for basis, (x, weight, mask) in zip([c[0] for c in cases], args):
+            def fast(x, w):
+                y = native_spline_sum(x, basis.grid, w, order=order, uniform=basis.uniform, mask=mask)
+                return jnp.sum(jnp.sin(y))
+
+            def ref(x, w):
+                return jnp.sum(jnp.sin(_reference(x, basis, w, mask)))
+
+            out.append((jax.value_and_grad(fast, (0, 1))(x, weight), jax.value_and_grad(ref, (0, 1))(x, weight)))
+        return out
+
+    results = both([c[1:] for c in cases])
+    for (basis, *_), ((v, g), (vr, gr)) in zip(cases, results):
+        msg = f"order {order}, uniform={basis.uniform}"
+        np.testing.assert_allclose(v, vr, rtol=1e-5, atol=1e-4, err_msg=msg)
+        np.testing.assert_allclose(np.asarray(g[0]), np.asarray(gr[0]), atol=5e-5, err_msg=msg)
+        np.testing.assert_allclose(np.asarray(g[1]), np.asarray(gr[1]), atol=5e-5, err_msg=msg)
+        assert np.all(np.asarray(g[1])[1, 2] == 0.0)  # a masked edge gets no weight gradient
+
+
+def _kernel_in_jaxpr(fn, *args) -> bool:
+    return native_build.FORWARD_TARGET in str(jax.make_jaxpr(lambda *a: fn(*a))(*args))
+
+
+@needs_kernel
+def test_auto_picks_the_kernel_where_it_pays_and_matches_the_dense_layer():
+    assert contract.choose_contraction(23, 3, 1024, "cpu", 512, 512, jnp.float32) == "native"
+    assert contract.choose_contraction(8, 3, 1024, "cpu", 512, 512, jnp.float32) == "dense"  # G = 5
+    assert contract.choose_contraction(23, 3, 1024, "gpu", 512, 512, jnp.float32) == "dense"
+    assert contract.choose_contraction(23, 3, 1024, "cpu", 512, 512, jnp.float64) == "dense"
+    assert contract.choose_contraction(23, 3, 8, "cpu", 8, 8, jnp.float32) == "dense"  # too small
+    assert contract.choose_contraction(23, 3, 32768, "cpu", 256, 256, jnp.float32) == "dense"  # memory
+    layer, dense = (KANLayer(48, 40, BSpline(48, grid_size=12), key=jax.random.PRNGKey(0), contraction=c)
+                    for c in ("auto", "dense"))
+    layer, dense = (eqx.tree_at(lambda m: m.edge_mask, m, m.edge_mask.at[3, 5].set(0.0)) for m in (layer, dense))
+    x = jax.random.normal(jax.random.PRNGKey(1), (600, 48)).at[0, :5].set(jnp.asarray(layer.basis.grid)[0, :5])
+    assert _kernel_in_jaxpr(layer, x) and not _kernel_in_jaxpr(dense, x)
+
+    def loss(m, x):
+        return jnp.sum(jnp.sin(m(x)))
+
+    grad = eqx.filter_jit(eqx.filter_value_and_grad(lambda m, x: loss(m, x)))
+    (v, g), (vr, gr) = grad(layer, x), grad(dense, x)
+    np.testing.assert_allclose(v, vr, rtol=1e-5)
+    for a, b in zip(jax.tree_util.tree_leaves(g), jax.tree_util.tree_leaves(gr)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=5e-5)
+    dx = jax.jit(jax.grad(lambda x: loss(layer, x)))(x)
+    dx_ref = jax.jit(jax.grad(lambda x: loss(dense, x)))(x)
+    np.testing.assert_allclose(np.asarray(dx), np.asarray(dx_ref), atol=5e-5)
+
+
+@needs_kernel
+def test_forward_mode_and_vmap_fall_back_or_batch():
+    layer = KANLayer(4, 70, BSpline(4, grid_size=12), key=jax.random.PRNGKey(0), contraction="native")
+    dense = KANLayer(4, 70, BSpline(4, grid_size=12), key=jax.random.PRNGKey(0), contraction="dense")
+    x = jax.random.normal(jax.random.PRNGKey(1), (3, 4))
+    f, f_ref = (lambda v: jnp.sum(m(v) ** 2) for m in (layer, dense))
+    tangent = jnp.ones_like(x)
+    (_, t), (_, t_ref) = jax.jvp(f, (x,), (tangent,)), jax.jvp(f_ref, (x,), (tangent,))
+    np.testing.assert_allclose(t, t_ref, rtol=1e-5)
+    np.testing.assert_allclose(jax.hessian(f)(x[0]), jax.hessian(f_ref)(x[0]), rtol=1e-4, atol=1e-5)
+    batched = jax.vmap(layer)(x.reshape(3, 1, 4))  # a vmapped call runs the kernel once per member
+    np.testing.assert_allclose(np.asarray(batched[:, 0]), np.asarray(dense(x)), atol=1e-5)
+
+
+@needs_kernel
+def test_bad_inputs_raise_clear_errors():
+    basis = BSpline(2, 12, 3)
+    w = jnp.ones((3, 2, basis.num_functions))
+    with pytest.raises(ValueError, match="float32"):
+        native_spline_sum(jnp.ones((4, 2), jnp.float16), basis.grid, w, order=3, uniform=True)
+    with pytest.raises(ValueError, match="order"):
+        native_spline_sum(jnp.ones((4, 2)), BSpline(2, 12, 0).grid, jnp.ones((3, 2, 12)), order=0, uniform=True)
+    with pytest.raises(ValueError, match="mask"):
+        native_spline_sum(jnp.ones((4, 2)), basis.grid, w, order=3, uniform=True, mask=jnp.ones((2, 3)))
+    # The kernel itself checks the start columns it is given.
+    values = jnp.ones((2, 4, 4))
+    starts = jnp.full((2, 4), 99, jnp.int32)
+    call = jax.ffi.ffi_call(native_build.FORWARD_TARGET, jax.ShapeDtypeStruct((4, 3), jnp.float32))
+    with pytest.raises(Exception, match="start column"):
+        jax.block_until_ready(call(values, starts, w, jnp.ones((3, 2)), pad=3))
+
+
+def test_switched_off_kernel_names_the_reason(tmp_path):
+    # A fresh process with the kernel turned off: "auto" stays dense, "native" raises naming the switch.
+    code = (
+        "import jax, jax.numpy as jnp\n"
+        "from bases import BSpline\n"
+        "from bases.bspline import native_build, contract\n"
+        "from kan import KANLayer\n"
+        "assert not native_build.available()\n"
+        "assert 'KAN_NATIVE' in native_build.unavailable_reason()\n"
+        "assert contract.choose_contraction(23, 3, 1024, 'cpu', 512, 512, jnp.float32) == 'dense'\n"
+        "layer = KANLayer(2, 2, BSpline(2, 20), key=jax.random.PRNGKey(0), contraction='native')\n"
+        "try:\n"
+        "    layer(jnp.ones((3, 2)))\n"
+        "except RuntimeError as err:\n"
+        "    assert 'KAN_NATIVE' in str(err), err\n"
+        "else:\n"
+        "    raise SystemExit('no error')\n"
+    )
+    env = dict(os.environ, KAN_NATIVE="0", KAN_NATIVE_CACHE=str(tmp_path), JAX_PLATFORMS="cpu")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert not list(tmp_path.iterdir())  # nothing was built
+
+
+def test_library_name_follows_the_source_and_the_machine(monkeypatch, tmp_path):
+    cxx = native_build.compiler() or "c++"
+    monkeypatch.setenv(native_build.ENV_CACHE, str(tmp_path))
+    first = native_build.library_path(cxx)
+    assert first.parent == tmp_path and first.name.startswith("local_contract-")
+    monkeypatch.setattr(native_build, "_cpu_signature", lambda: "another machine")
+    assert native_build.library_path(cxx) != first
