@@ -90,7 +90,10 @@ def _kernel_in_jaxpr(fn, *args) -> bool:
 @needs_kernel
 def test_auto_picks_the_kernel_where_it_pays_and_matches_the_dense_layer():
     assert contract.choose_contraction(23, 3, 1024, "cpu", 512, 512, jnp.float32) == "native"
-    assert contract.choose_contraction(8, 3, 1024, "cpu", 512, 512, jnp.float32) == "dense"  # G = 5
+    assert contract.choose_contraction(8, 3, 1024, "cpu", 512, 512, jnp.float32) == "native"  # G = 5
+    assert contract.choose_contraction(8, 3, 1024, "cpu", 64, 64, jnp.float32) == "dense"  # G = 5, small
+    assert contract.choose_contraction(13, 3, 1024, "cpu", 64, 64, jnp.float32) == "native"  # G = 10
+    assert contract.choose_contraction(7, 3, 1024, "cpu", 512, 512, jnp.float32) == "dense"  # G = 4
     assert contract.choose_contraction(23, 3, 1024, "gpu", 512, 512, jnp.float32) == "dense"
     assert contract.choose_contraction(23, 3, 1024, "cpu", 512, 512, jnp.float64) == "dense"
     assert contract.choose_contraction(23, 3, 8, "cpu", 8, 8, jnp.float32) == "dense"  # too small

@@ -56,10 +56,12 @@ class _Config(NamedTuple):
 
 
 #: ``"auto"`` takes the native kernel when a layer has at least this many functions per local term
-#: (``G + k >= NATIVE_MIN_RATIO (k + 1)``, G >= 9 for cubic splines), ...
-NATIVE_MIN_RATIO = 3
-#: ... at least this many multiply-adds per local term (``rows * in * out``), ...
-NATIVE_MIN_WORK = 2**20
+#: (``G + k >= NATIVE_MIN_RATIO (k + 1)``: G >= 5 for cubic splines) ...
+NATIVE_MIN_RATIO = 2
+#: ... and at least this many multiply-adds per local term (``rows * in * out``), or
+#: :data:`NATIVE_MIN_WORK_FINE` with a finer grid (``G + k >= 3 (k + 1)``: G >= 9 for cubic splines), ...
+NATIVE_MIN_WORK = 2**23
+NATIVE_MIN_WORK_FINE = 2**20
 #: ... and the kernel's per-row arrays (``rows * in * (k + 1)`` float32 values, slopes and their sorted
 #: copies) stay under this many bytes each (larger batches keep the dense path's row blocks and memory).
 NATIVE_MAX_BYTES = 16 * 2**20
@@ -74,16 +76,18 @@ def choose_contraction(num_functions: int, order: int, rows: int | None = None,
     default backend.
 
     Measured on 2 CPU cores (fwd+bwd w.r.t. trainable parameters and input, batch 1024, width -> width,
-    interleaved, native/dense time, ``python -m benchmarks.layers --scaling``): 0.35-0.5x at 512, G=20,
-    0.46x at 64, G=20, 0.55-0.73x at 256, G=10; at G=5 it does not pay: 0.98-1.22x at 128, 1.04x at 512
-    and 1.26x at 64. No GPU: the kernel is CPU-only."""
+    interleaved, KAN/MLP time native vs dense, ``python -m benchmarks.layers --scaling``): 5.2 vs 19.6
+    at 512, G=20; 5.2 vs 11.2 at 512, G=10; 5.2 vs 8.0 at 512, G=5; 6.4 vs 11.7 at 256, G=10; 5.9 vs
+    6.2 at 128, G=5; 4.3 vs 5.2 at 64, G=10; at 64, G=5 (4M multiply-adds per term) dense was faster,
+    4.4 vs 4.9. No GPU: the kernel is CPU-only."""
     if rows is None or in_features is None or out_features is None:
         return "dense"
     platform = jax.default_backend() if platform is None else platform
     if platform != "cpu" or (dtype is not None and jnp.dtype(dtype) != jnp.float32) or not 1 <= order <= 6:
         return "dense"
-    terms = order + 1
-    if (num_functions < NATIVE_MIN_RATIO * terms or rows * in_features * out_features < NATIVE_MIN_WORK
+    terms, work = order + 1, rows * in_features * out_features
+    needed = NATIVE_MIN_WORK_FINE if num_functions >= 3 * terms else NATIVE_MIN_WORK
+    if (num_functions < NATIVE_MIN_RATIO * terms or work < needed
             or rows * in_features * terms * 4 > NATIVE_MAX_BYTES):
         return "dense"
     return "native" if native_build.available() else "dense"

@@ -160,7 +160,10 @@ def xla_flops(model: Any, x: Float[Array, "batch in"], *, optimized: bool = True
 
     ``optimized=True``: of the compiled program (after XLA's passes; fusion may recompute an elementwise
     value once per consumer, which this counts). ``optimized=False``: of the lowered HLO as the program
-    states it, before compilation (cheap: nothing is compiled).
+    states it, before compilation (cheap: nothing is compiled). XLA does not see inside custom calls:
+    B-spline layers on the native CPU kernel (``bases.bspline.native``, chosen by ``contraction="auto"``
+    for fine grids and large batches) count only their XLA parts; build them with
+    ``contraction="dense"`` to measure the dense contraction.
     """
     if not hasattr(x, "ndim") or x.ndim < 2:
         raise ValueError("xla_flops: x must be a batch (batch, ..., in) of inputs")
