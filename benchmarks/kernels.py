@@ -5,7 +5,9 @@
 
 Shapes are (batch * tokens, channels) with 8 groups and a 5/4 rational in form A. Compared:
 (a) the fused Pallas kernels, (b) the XLA version of the same math (both under the op's
-``custom_vjp``), (c) the plain jnp formula differentiated by ``jax.grad`` ("jnp"). Bytes counted
+``custom_vjp``; on CPU in float32 its backward is the native kernel of ``bases.kernels.rational_native``,
+and "xla-bwd" times the XLA forward with the XLA backward it replaced), (c) the plain jnp formula
+differentiated by ``jax.grad`` ("jnp"). Bytes counted
 are the unavoidable traffic: forward reads x and writes y (2 N D elements); forward+backward also
 reads x and the cotangent and writes dx (5 N D). GB/s is printed against the device's peak memory
 bandwidth where known, and each pass's time as a multiple of the same backend's forward
@@ -28,7 +30,8 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
-from bases.kernels import group_rational
+from bases.kernels import group_rational, resolve_group_index
+from bases.kernels.rational_xla import backward_xla, forward_xla
 from bases.rational.init_table import rational_init
 
 SMALL_SHAPES = ((4096, 256), (8192, 768))
@@ -67,9 +70,18 @@ def coefficients() -> tuple:
     return (jnp.tile(jnp.asarray(a0, jnp.float32), (8, 1)), jnp.tile(jnp.asarray(b0, jnp.float32), (8, 1)))
 
 
+#: The XLA forward with the XLA backward it had before the native CPU kernel (``rational_native``):
+#: the per-channel backward of ``rational_xla`` (the group sums, a few hundred adds, left out).
+XLA_BACKWARD = "xla-bwd"
+
+
 def programs(backend: str):
     """``(jit(forward), jit(forward_backward))`` of ``group_rational`` with ``backend``: ``forward(x, a, b)``
-    and ``forward_backward(x, a, b, gy) -> (y, (dx, da, db))``."""
+    and ``forward_backward(x, a, b, gy) -> (y, (dx, da, db))``; :data:`XLA_BACKWARD` pairs the XLA
+    forward with ``backward_xla``."""
+    if backend == XLA_BACKWARD:
+        return programs("xla")[0], jax.jit(_forward_xla_backward)
+
     def forward(x, a, b):
         return group_rational(x, a, b, backend=backend)
 
@@ -78,6 +90,12 @@ def programs(backend: str):
         return y, vjp(gy)
 
     return jax.jit(forward), jax.jit(forward_backward)
+
+
+def _forward_xla_backward(x, a, b, gy):
+    gidx = resolve_group_index(None, x.shape[-1], a.shape[0])
+    ac, bc = a[gidx], b[gidx]
+    return forward_xla(x, ac, bc, "A"), backward_xla(x, gy, ac, bc, "A")
 
 
 def run(shapes, dtype, backends, repeats: int, peak: float | None) -> list[dict]:
@@ -134,9 +152,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     peak = args.peak_gbs or (peak_bandwidth(device.device_kind) if on_gpu else None)
     print(f"device: {device.device_kind} ({device.platform}); peak memory bandwidth: "
           + (f"{peak:.0f} GB/s" if peak else "unknown (pass --peak-gbs)"))
-    backends = ["pallas", "xla", "jnp"] if on_gpu else ["xla", "jnp"]
+    backends = ["pallas", "xla", "jnp"] if on_gpu else ["xla", XLA_BACKWARD, "jnp"]
     if not on_gpu:
-        print("no GPU: running the XLA paths only (xla = custom_vjp with XLA kernels, jnp = "
+        print("no GPU: running the XLA paths only (xla = custom_vjp with the XLA forward and, in float32, "
+              f"the native CPU backward; {XLA_BACKWARD} = the XLA forward with the XLA backward; jnp = "
               "jax.grad of the plain formula); Pallas runs on CPU only in interpret mode, untimed")
     shapes = FULL_SHAPES if args.full else SMALL_SHAPES
     rows = run(shapes, jnp.dtype(args.dtype), backends, args.repeats, peak)

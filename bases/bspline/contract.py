@@ -35,7 +35,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from . import native, native_build
+from .. import native_build
+from . import native
 from .local import dense_rows, local_pieces, local_pieces_and_derivatives
 
 #: Feature tensors up to this size (bytes of float32) are built whole; larger ones in row blocks of
@@ -71,7 +72,7 @@ def choose_contraction(num_functions: int, order: int, rows: int | None = None,
                        platform: str | None = None, in_features: int | None = None,
                        out_features: int | None = None, dtype=None) -> str:
     """The rule behind ``contraction="auto"``: ``"native"`` on the CPU, in float32, when the kernel is
-    available (:func:`bases.bspline.native_build.available`) and the shape passes the three thresholds
+    available (:func:`bases.native_build.available`) and the shape passes the three thresholds
     above; ``"dense"`` otherwise (shapes not given count as small). ``platform`` defaults to JAX's
     default backend.
 

@@ -4,7 +4,7 @@
 
 where ``s(b, d)`` is the first non-zero function at ``x_bd`` (``bases.bspline.local``). The dense form
 multiplies all ``G + k`` features per input, most of them zero; this one does ``k + 1`` multiply-adds
-per input and output, in ``csrc/local_contract.cc`` (built by :mod:`bases.bspline.native_build`):
+per input and output, in ``csrc/local_contract.cc`` (built by :mod:`bases.native_build`):
 
 - forward: the rows of each input are grouped by ``s`` (a counting sort), so a group's ``k + 1``
   weight rows stay in registers while its rows are accumulated;
@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
-from . import native_build
+from .. import native_build
 from .local import local_pieces, local_pieces_and_derivatives
 
 class _Config(NamedTuple):

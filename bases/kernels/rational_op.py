@@ -7,7 +7,8 @@ per channel (per-block partial sums), then into groups with a fixed-order sum ov
 so they are deterministic with no atomics or scatter-adds.
 
 Backends: ``"pallas"`` (fused kernels; interpret mode off GPU), ``"xla"`` (the same math as plain
-XLA ops), ``"jnp"`` (the textbook formula differentiated by ``jax.grad``; a reference, unfused),
+XLA ops; on the CPU in float32 its backward runs on the fused native kernel of
+:mod:`bases.kernels.rational_native` when that is available), ``"jnp"`` (the textbook formula differentiated by ``jax.grad``; a reference, unfused),
 ``"auto"`` (Pallas on GPU, XLA elsewhere).
 """
 
@@ -24,6 +25,7 @@ from jaxtyping import Array, Float
 from .groups import resolve_group_index
 from .rational_math import check_form, rational_reference
 from .rational_pallas import backward_pallas, forward_pallas, on_gpu
+from .rational_native import backward_native, native_backward_usable
 from .rational_xla import backward_xla, forward_xla
 
 BACKENDS = ("auto", "pallas", "xla", "jnp")
@@ -54,6 +56,8 @@ def _backward(cfg: _Config, x2, g2, ac, bc):
                                block_cols=cfg.block_cols, sub_rows=cfg.sub_rows,
                               interpret=cfg.interpret,
                                pallas_backend=cfg.pallas_backend)
+    if native_backward_usable(x2, g2, ac, bc):  # CPU float32: the fused native kernel
+        return backward_native(x2, g2, ac, bc, cfg.form)
     return backward_xla(x2, g2, ac, bc, cfg.form)
 
 

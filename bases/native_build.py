@@ -1,14 +1,16 @@
-"""Build and load the CPU kernel of the local B-spline contraction (``csrc/local_contract.cc``).
+"""Build and load the package's CPU kernels: the local B-spline contraction
+(``bspline/csrc/local_contract.cc``, used by :mod:`bases.bspline.native`) and the rational backward
+(``kernels/csrc/rational_backward.cc``, used by :mod:`bases.kernels.rational_native`).
 
-The kernel is C++ against the XLA FFI headers that ship with jaxlib (``jax.ffi.include_dir()``). It is
-compiled once per machine with the system C++ compiler (``$CXX``, else ``g++``, ``c++`` or ``clang++``)
+They are C++ against the XLA FFI headers that ship with jaxlib (``jax.ffi.include_dir()``), built into
+one library, compiled once per machine with the system C++ compiler (``$CXX``, else ``g++``, ``c++`` or ``clang++``)
 and ``-O3 -march=native``, into ``$KAN_NATIVE_CACHE`` (default ``~/.cache/kan/native``, or under
-``$XDG_CACHE_HOME``). The file name carries a digest of the source, the flags, the compiler's version,
+``$XDG_CACHE_HOME``). The file name carries a digest of the sources, the flags, the compiler's version,
 jaxlib's version and the CPU's model and flags, so a changed source, toolchain or machine builds anew;
 two processes building at once each write a private file and rename it into place.
 
-``KAN_NATIVE=0`` (or ``off``/``no``/``false``) turns the kernel off: ``contraction="auto"`` then stays
-on the XLA paths and ``contraction="native"`` raises. Without a compiler, or when the build fails, the
+``KAN_NATIVE=0`` (or ``off``/``no``/``false``) turns the kernels off: ``contraction="auto"`` then stays
+on the XLA paths, ``contraction="native"`` raises, and the rational backward runs on XLA. Without a compiler, or when the build fails, the
 same happens, and :func:`unavailable_reason` says why (the compiler's message included).
 """
 
@@ -27,10 +29,14 @@ from typing import Optional
 
 import jax
 
-SOURCE = Path(__file__).with_name("csrc") / "local_contract.cc"
+_HERE = Path(__file__).parent
+SOURCES = (_HERE / "bspline" / "csrc" / "local_contract.cc", _HERE / "kernels" / "csrc" / "rational_backward.cc")
 FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w")
 FORWARD_TARGET = "kan_bspline_local_forward"
 BACKWARD_TARGET = "kan_bspline_local_backward"
+RATIONAL_BACKWARD_TARGET = "kan_rational_backward"
+_SYMBOLS = {FORWARD_TARGET: "KanLocalForward", BACKWARD_TARGET: "KanLocalBackward",
+            RATIONAL_BACKWARD_TARGET: "KanRationalBackward"}
 ENV_SWITCH = "KAN_NATIVE"
 ENV_CACHE = "KAN_NATIVE_CACHE"
 _OFF = {"0", "off", "no", "false", "none"}
@@ -81,11 +87,11 @@ def library_path(cxx: str) -> Path:
     import jaxlib
 
     digest = hashlib.sha256()
-    for part in (SOURCE.read_bytes(), " ".join(FLAGS).encode(), _compiler_version(cxx).encode(),
+    for part in (*(source.read_bytes() for source in SOURCES), " ".join(FLAGS).encode(), _compiler_version(cxx).encode(),
                  jaxlib.__version__.encode(), _cpu_signature().encode(), platform.machine().encode()):
         digest.update(part)
         digest.update(b"\0")
-    return cache_dir() / f"local_contract-{digest.hexdigest()[:20]}.so"
+    return cache_dir() / f"kan_native-{digest.hexdigest()[:20]}.so"
 
 
 def _build(cxx: str, target: Path) -> None:
@@ -93,7 +99,7 @@ def _build(cxx: str, target: Path) -> None:
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
     try:
-        cmd = [cxx, *FLAGS, "-I", jax.ffi.include_dir(), str(SOURCE), "-o", tmp]
+        cmd = [cxx, *FLAGS, "-I", jax.ffi.include_dir(), *map(str, SOURCES), "-o", tmp]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
         if done.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}")
@@ -104,7 +110,7 @@ def _build(cxx: str, target: Path) -> None:
 
 
 def load() -> bool:
-    """Build (first time on a machine) and load the kernel, registering its two FFI targets for the CPU;
+    """Build (first time on a machine) and load the kernels, registering their FFI targets for the CPU;
     returns whether it is usable. Only the first call in a process does the work."""
     with _lock:
         if _state["tried"]:
@@ -122,10 +128,8 @@ def load() -> bool:
             if not path.exists():
                 _build(cxx, path)
             lib = ctypes.CDLL(str(path))
-            jax.ffi.register_ffi_target(FORWARD_TARGET, jax.ffi.pycapsule(lib.KanLocalForward),
-                                        platform="cpu")
-            jax.ffi.register_ffi_target(BACKWARD_TARGET, jax.ffi.pycapsule(lib.KanLocalBackward),
-                                        platform="cpu")
+            for target, symbol in _SYMBOLS.items():
+                jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(lib, symbol)), platform="cpu")
         except Exception as err:  # any failure leaves the XLA paths in charge, with the reason kept
             _state["reason"] = f"{type(err).__name__}: {err}"
             return False
@@ -134,7 +138,7 @@ def load() -> bool:
 
 
 def available() -> bool:
-    """Whether the CPU kernel can be used in this process (builds it on first call)."""
+    """Whether the CPU kernels can be used in this process (builds them on first call)."""
     return load()
 
 
