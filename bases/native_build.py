@@ -31,6 +31,7 @@ import jax
 
 _HERE = Path(__file__).parent
 SOURCES = (_HERE / "bspline" / "csrc" / "local_contract.cc", _HERE / "kernels" / "csrc" / "rational_backward.cc")
+HEADERS = (_HERE / "csrc" / "parallel_chunks.h",)
 FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w")
 FORWARD_TARGET = "kan_bspline_local_forward"
 BACKWARD_TARGET = "kan_bspline_local_backward"
@@ -87,7 +88,7 @@ def library_path(cxx: str) -> Path:
     import jaxlib
 
     digest = hashlib.sha256()
-    for part in (*(source.read_bytes() for source in SOURCES), " ".join(FLAGS).encode(), _compiler_version(cxx).encode(),
+    for part in (*(source.read_bytes() for source in SOURCES + HEADERS), " ".join(FLAGS).encode(), _compiler_version(cxx).encode(),
                  jaxlib.__version__.encode(), _cpu_signature().encode(), platform.machine().encode()):
         digest.update(part)
         digest.update(b"\0")
@@ -99,7 +100,8 @@ def _build(cxx: str, target: Path) -> None:
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
     try:
-        cmd = [cxx, *FLAGS, "-I", jax.ffi.include_dir(), *map(str, SOURCES), "-o", tmp]
+        cmd = [cxx, *FLAGS, "-I", jax.ffi.include_dir(), "-I", str(HEADERS[0].parent), *map(str, SOURCES),
+               "-o", tmp]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
         if done.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}")

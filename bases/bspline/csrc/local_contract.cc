@@ -21,32 +21,14 @@
 #include <thread>
 #include <vector>
 
+#include "parallel_chunks.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
 
 namespace {
 
-// Runs body(chunk) for chunk in [0, chunks) on the caller and up to threads - 1 pool workers.
-template <typename Pool, typename Body>
-void parallel_chunks(Pool& pool, int64_t chunks, Body body) {
-  struct State {
-    std::atomic<int64_t> next{0};
-    std::atomic<int64_t> done{0};
-  };
-  auto state = std::make_shared<State>();
-  auto work = [state, chunks, body]() {
-    for (int64_t c = state->next.fetch_add(1); c < chunks; c = state->next.fetch_add(1)) {
-      body(c);
-      state->done.fetch_add(1, std::memory_order_release);
-    }
-  };
-  int64_t helpers = std::min<int64_t>(pool.num_threads(), chunks) - 1;
-  for (int64_t h = 0; h < helpers; ++h) pool.Schedule(decltype(work)(work));
-  work();
-  // Every chunk taken is being run by a live thread; wait for those to finish.
-  while (state->done.load(std::memory_order_acquire) < chunks) std::this_thread::yield();
-}
+using kan::parallel_chunks;
 
 // The rows of every input grouped by bucket (their first column S), with the values V (and the slopes
 // D, when given) copied into that order so the kernels read them sequentially: sorted row k of input i

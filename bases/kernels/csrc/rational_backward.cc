@@ -20,6 +20,7 @@
 #include <thread>
 #include <vector>
 
+#include "parallel_chunks.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
@@ -39,25 +40,7 @@ inline void store_vec(float* p, vec v) { std::memcpy(p, &v, sizeof(vec)); }
 inline vec sign_pos(vec v) { return v >= 0.0f ? vec{} + 1.0f : vec{} - 1.0f; }
 inline vec abs_vec(vec v) { return v >= 0.0f ? v : -v; }
 
-// Runs body(chunk) for chunk in [0, chunks) on the caller and up to threads - 1 pool workers.
-template <typename Body>
-void parallel_chunks(ffi::ThreadPool& pool, int64_t chunks, Body body) {
-  struct State {
-    std::atomic<int64_t> next{0};
-    std::atomic<int64_t> done{0};
-  };
-  auto state = std::make_shared<State>();
-  auto work = [state, chunks, body]() {
-    for (int64_t c = state->next.fetch_add(1); c < chunks; c = state->next.fetch_add(1)) {
-      body(c);
-      state->done.fetch_add(1, std::memory_order_release);
-    }
-  };
-  const int64_t helpers = std::min<int64_t>(pool.num_threads(), chunks) - 1;
-  for (int64_t h = 0; h < helpers; ++h) pool.Schedule(decltype(work)(work));
-  work();
-  while (state->done.load(std::memory_order_acquire) < chunks) std::this_thread::yield();
-}
+using kan::parallel_chunks;
 
 // Rows [r0, r1) of channels [c0, c0 + 16): dx, and the coefficient sums added to sums (m1 + n vectors).
 template <int M1, int N, bool kFormA>
