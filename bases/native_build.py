@@ -95,20 +95,32 @@ def library_path(cxx: str) -> Path:
     return cache_dir() / f"kan_native-{digest.hexdigest()[:20]}.so"
 
 
+def _run(cmd: list[str]) -> None:
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}")
+
+
 def _build(cxx: str, target: Path) -> None:
+    """Compile the sources side by side (one compiler per source), link, rename into place."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
-    os.close(fd)
-    try:
-        cmd = [cxx, *FLAGS, "-I", jax.ffi.include_dir(), "-I", str(HEADERS[0].parent), *map(str, SOURCES),
-               "-o", tmp]
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-        if done.returncode != 0:
-            raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}")
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with tempfile.TemporaryDirectory(dir=target.parent) as work:
+        include = ["-I", jax.ffi.include_dir(), "-I", str(HEADERS[0].parent)]
+        objects = [os.path.join(work, f"{i}.o") for i in range(len(SOURCES))]
+        compile_flags = [f for f in FLAGS if f != "-shared"]
+        jobs = [subprocess.Popen([cxx, *compile_flags, *include, "-c", str(src), "-o", obj],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                for src, obj in zip(SOURCES, objects)]
+        failures = []
+        for job in jobs:
+            _, err = job.communicate(timeout=600)
+            if job.returncode != 0:
+                failures.append(f"{' '.join(job.args)} failed:\n{err[-2000:]}")
+        if failures:
+            raise RuntimeError("\n".join(failures))
+        linked = os.path.join(work, "kan_native.so")
+        _run([cxx, "-shared", "-fPIC", *objects, "-o", linked])
+        os.replace(linked, target)
 
 
 def load() -> bool:

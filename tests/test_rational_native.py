@@ -10,7 +10,7 @@ import pytest
 
 from bases import native_build
 from bases.kernels import group_rational
-from bases.kernels.rational_native import backward_native, native_backward_usable
+from bases.kernels.rational_native import DEGREES, backward_native, native_backward_usable
 from bases.kernels.rational_xla import backward_xla
 
 pytestmark = pytest.mark.skipif(not native_build.available(), reason=str(native_build.unavailable_reason()))
@@ -51,3 +51,14 @@ def test_group_rational_uses_it_and_matches_autodiff():
         ref = jax.jit(jax.grad(loss("jnp"), argnums=(0, 1, 2)))(x, a, b)
         for g, r in zip(got, ref):
             np.testing.assert_allclose(np.asarray(g), np.asarray(r), rtol=2e-4, atol=2e-4, err_msg=form)
+
+
+def test_degrees_it_was_not_compiled_for_run_the_xla_backward():
+    x = jnp.linspace(-3.0, 3.0, 64, dtype=jnp.float32).reshape(8, 8)
+    a, b = jnp.full((1, 3), 0.3, jnp.float32), jnp.full((1, 5), 0.2, jnp.float32)  # (m + 1, n) = (3, 5)
+    assert (3, 5) not in DEGREES and not native_backward_usable(x, x, a.repeat(8, 0), b.repeat(8, 0))
+    with pytest.raises(Exception, match="degree pair"):
+        jax.block_until_ready(backward_native(x, x, a.repeat(8, 0), b.repeat(8, 0), "A"))
+    got = jax.grad(lambda x: jnp.sum(group_rational(x, a, b, backend="xla")))(x)
+    ref = jax.grad(lambda x: jnp.sum(group_rational(x, a, b, backend="jnp")))(x)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(ref), rtol=1e-5, atol=1e-6)

@@ -30,8 +30,6 @@ namespace {
 typedef float vec __attribute__((vector_size(64), aligned(4)));
 typedef int32_t ivec __attribute__((vector_size(64), aligned(4)));
 constexpr int kLanes = 16;
-constexpr int kMaxNumerator = 8;    // m + 1 <= 8
-constexpr int kMaxDenominator = 8;  // n <= 8
 constexpr float kClip = 1.0e5f;
 constexpr int64_t kChunkRows = 256;
 
@@ -152,20 +150,6 @@ void with_form(bool form_a, ffi::ThreadPool& pool, const float* x, const float* 
   else rational_backward<M1, N, false>(pool, x, g, a, b, dx, da, db, rows, D);
 }
 
-template <int M1>
-bool with_denominator(int64_t n, bool form_a, ffi::ThreadPool& pool, const float* x, const float* g,
-                      const float* a, const float* b, float* dx, float* da, float* db, int64_t rows, int64_t D) {
-  switch (n) {
-    case 1: with_form<M1, 1>(form_a, pool, x, g, a, b, dx, da, db, rows, D); return true;
-    case 2: with_form<M1, 2>(form_a, pool, x, g, a, b, dx, da, db, rows, D); return true;
-    case 3: with_form<M1, 3>(form_a, pool, x, g, a, b, dx, da, db, rows, D); return true;
-    case 4: with_form<M1, 4>(form_a, pool, x, g, a, b, dx, da, db, rows, D); return true;
-    case 5: with_form<M1, 5>(form_a, pool, x, g, a, b, dx, da, db, rows, D); return true;
-    case 6: with_form<M1, 6>(form_a, pool, x, g, a, b, dx, da, db, rows, D); return true;
-    default: return false;
-  }
-}
-
 ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> X, ffi::Buffer<ffi::F32> G,
                     ffi::Buffer<ffi::F32> A, ffi::Buffer<ffi::F32> B, ffi::ResultBuffer<ffi::F32> dX,
                     ffi::ResultBuffer<ffi::F32> dA, ffi::ResultBuffer<ffi::F32> dB, int64_t form_a) {
@@ -176,18 +160,21 @@ ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> X, ffi::Buffer<f
   const int64_t rows = xd[0], D = xd[1], m1 = ad[1], n = bd[1];
   const float *x = X.typed_data(), *g = G.typed_data(), *a = A.typed_data(), *b = B.typed_data();
   float *dx = dX->typed_data(), *da = dA->typed_data(), *db = dB->typed_data();
-  bool known = false;
-  switch (m1) {
-    case 1: known = with_denominator<1>(n, form_a != 0, pool, x, g, a, b, dx, da, db, rows, D); break;
-    case 2: known = with_denominator<2>(n, form_a != 0, pool, x, g, a, b, dx, da, db, rows, D); break;
-    case 3: known = with_denominator<3>(n, form_a != 0, pool, x, g, a, b, dx, da, db, rows, D); break;
-    case 4: known = with_denominator<4>(n, form_a != 0, pool, x, g, a, b, dx, da, db, rows, D); break;
-    case 5: known = with_denominator<5>(n, form_a != 0, pool, x, g, a, b, dx, da, db, rows, D); break;
-    case 6: known = with_denominator<6>(n, form_a != 0, pool, x, g, a, b, dx, da, db, rows, D); break;
-    case 7: known = with_denominator<7>(n, form_a != 0, pool, x, g, a, b, dx, da, db, rows, D); break;
-    default: break;
-  }
-  if (!known) return ffi::Error::InvalidArgument("degrees must be m + 1 in 1..7 and n in 1..6");
+  // The degree pairs (m + 1, n) compiled (each is one instantiation; keep in step with
+  // bases.kernels.rational_native.DEGREES).
+  bool known = true;
+  const bool fa = form_a != 0;
+  if (m1 == 6 && n == 4) with_form<6, 4>(fa, pool, x, g, a, b, dx, da, db, rows, D);
+  else if (m1 == 1 && n == 1) with_form<1, 1>(fa, pool, x, g, a, b, dx, da, db, rows, D);
+  else if (m1 == 2 && n == 1) with_form<2, 1>(fa, pool, x, g, a, b, dx, da, db, rows, D);
+  else if (m1 == 2 && n == 2) with_form<2, 2>(fa, pool, x, g, a, b, dx, da, db, rows, D);
+  else if (m1 == 3 && n == 2) with_form<3, 2>(fa, pool, x, g, a, b, dx, da, db, rows, D);
+  else if (m1 == 4 && n == 3) with_form<4, 3>(fa, pool, x, g, a, b, dx, da, db, rows, D);
+  else if (m1 == 5 && n == 4) with_form<5, 4>(fa, pool, x, g, a, b, dx, da, db, rows, D);
+  else if (m1 == 6 && n == 5) with_form<6, 5>(fa, pool, x, g, a, b, dx, da, db, rows, D);
+  else if (m1 == 7 && n == 6) with_form<7, 6>(fa, pool, x, g, a, b, dx, da, db, rows, D);
+  else known = false;
+  if (!known) return ffi::Error::InvalidArgument("degree pair (m + 1, n) not compiled; see rational_native.DEGREES");
   return ffi::Error::Success();
 }
 
