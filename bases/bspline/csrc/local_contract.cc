@@ -6,10 +6,11 @@
 //   backward  dX[i, b]    = sum_o (sum_t D[i, b, t] C[i, S[i, b] + t, o]) gY[b, o]
 //             dC[i, c, o] = sum_{b, t : S[i, b] + t = c} V[i, b, t] gY[b, o]
 //
-// Shapes: V, D (d, rows, T) (D the derivatives of V in x); S (d, rows) with 0 <= S <= W - T; C, dC
-// (d, W, out); dX (d, rows). Y comes back and gY goes in as column tiles (out / 64, rows, 64), gY also
-// whole (rows, out); out is a multiple of 64 (the caller pads). Rows are grouped by S per input (a
-// counting sort), so a group's T weight rows stay in registers while its rows stream past.
+// C[i, :, :] is input i's block of Wp = n + 2 pad rows built from the caller's weights W (out, d, n)
+// and edge mask M (out, d): row pad + j holds function j times the mask, the pad rows are zeros.
+// Shapes: V, D (d, rows, T) (D the derivatives of V in x); S (d, rows) with 0 <= S <= Wp - T;
+// W, dW (out, d, n); Y, gY (rows, out); dX (d, rows). Rows are grouped by S per input (a counting
+// sort), so a group's T weight rows stay in registers while its rows stream past.
 // Work is split into chunks taken from a shared counter by the calling thread and XLA's intra-op pool.
 
 #include <algorithm>
@@ -68,7 +69,8 @@ bool bucket_input(const int32_t* S, const float* V, const float* D, int64_t rows
 // Buckets for every input, built in parallel (D may be null); false if any start is out of range.
 template <int T, typename Pool>
 bool build_buckets(Pool& pool, const int32_t* S, const float* V, const float* D, int64_t d, int64_t rows,
-                   int64_t terms, int64_t buckets, Buckets& out) {
+                   int64_t buckets, Buckets& out) {
+  constexpr int64_t terms = T;
   out.rows = rows;
   out.buckets = buckets;
   out.terms = terms;
@@ -330,7 +332,7 @@ ffi::Error forward_impl(ffi::ThreadPool& pool, const float* v, const int32_t* sp
                         const Dims& m) {
   Lease lease;
   Workspace& ws = *lease;
-  if (!build_buckets<T>(pool, sp, v, nullptr, m.d, m.rows, T, m.Wp - T + 1, ws.bk))
+  if (!build_buckets<T>(pool, sp, v, nullptr, m.d, m.rows, m.Wp - T + 1, ws.bk))
     return ffi::Error::InvalidArgument(kBadStart);
   const int64_t tiles = m.outp / kWidth;
   float* yt = sized(ws.y_tiles, m.rows * m.outp);
@@ -350,7 +352,7 @@ ffi::Error backward_impl(ffi::ThreadPool& pool, const float* v, const float* dv,
                          const Dims& m) {
   Lease lease;
   Workspace& ws = *lease;
-  if (!build_buckets<T>(pool, sp, v, dv, m.d, m.rows, T, m.Wp - T + 1, ws.bk))
+  if (!build_buckets<T>(pool, sp, v, dv, m.d, m.rows, m.Wp - T + 1, ws.bk))
     return ffi::Error::InvalidArgument(kBadStart);
   const int64_t tiles = m.outp / kBackWidth;
   float* gtiles = sized(ws.grad_tiles, m.rows * m.outp);

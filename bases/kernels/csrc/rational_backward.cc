@@ -28,7 +28,6 @@ namespace ffi = xla::ffi;
 namespace {
 
 typedef float vec __attribute__((vector_size(64), aligned(4)));
-typedef int32_t ivec __attribute__((vector_size(64), aligned(4)));
 constexpr int kLanes = 16;
 constexpr float kClip = 1.0e5f;
 constexpr int64_t kChunkRows = 256;
