@@ -9,6 +9,11 @@ Phase grid over ``[lo, hi]`` with ``G`` intervals and order ``k``: ``s_i = lo + 
 which peak at 1 in the middle of their window. The start/end points are buffers by default and
 trainable parameters with ``trainable=True``; ``shared=True`` uses one set for every input (as AF-KAN's
 published code does) instead of one set per input coordinate.
+
+Like a B-spline of order ``k``, a point in grid cell ``c`` (``lo + h c <= x < lo + h (c + 1)``, ``h =
+(hi - lo) / G``) lies inside only the windows ``j = c .. c + k`` (feature index ``j = i + k``):
+:func:`relukan_local_pieces` evaluates just those ``k + 1``, which is what lets a KAN layer run ReLU-KAN
+on the local CPU kernel of :mod:`bases.bspline.native` (fixed windows only).
 """
 
 from __future__ import annotations
@@ -112,6 +117,28 @@ class PhaseBasis(Basis):
         arrays = tuple(None if a is None else (a[idx] if per_input else a) for a in arrays)
         return eqx.tree_at(lambda b: (b.start, b.end, b.start_fixed, b.end_fixed), fresh, arrays,
                            is_leaf=lambda a: a is None)
+
+
+def relukan_local_pieces(
+    x: Float[Array, "rows d"], start: Float[Array, "p n"], end: Float[Array, "p n"], order: int
+) -> tuple[list[Float[Array, "rows d"]], Int[Array, "rows d"]]:
+    """``(pieces, first)``: ``pieces[q]`` is feature ``first + q`` of :class:`ReLUKAN` at ``x``, q = 0..order;
+    indices outside ``[0, n)`` are not features. ``start``/``end`` must be a phase grid (:func:`phase_grid`,
+    the only windows a fixed :class:`ReLUKAN` has; ``p`` is 1 (shared) or ``d``): with ``h`` its spacing,
+    ``lo`` the start of window ``k`` and ``x = lo + h (c + t)``, window ``c + q`` gives
+    ``x - s = h (t + k - q)`` and ``e - x = h (1 + q - t)``, so the feature is the polynomial
+    ``(4 (t + k - q) (1 + q - t) / (k + 1)^2)^2`` (equal to the dense bump up to rounding)."""
+    k, n = order, start.shape[1]
+    step = (end[:, 0] - start[:, 0]) / (k + 1)
+    u = (x - start[:, k]) / step
+    cell = jnp.clip(jnp.floor(u), -k - 1, n)  # far-away points land on a cell without features
+    t = u - cell
+    scale = 4.0 / (k + 1) ** 2
+    pieces = []
+    for q in range(k + 1):
+        bump = (t + (k - q)) * ((1 + q) - t) * scale
+        pieces.append(bump * bump)
+    return pieces, cell.astype(jnp.int32)
 
 
 class ReLUKAN(PhaseBasis):

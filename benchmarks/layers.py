@@ -1,7 +1,7 @@
 """Forward+backward time and training memory of each layer kind against an MLP layer, in one run.
 
     python -m benchmarks.layers [--in 128] [--out 128] [--batch 1024] [--repeats 50] [--only NAME ...]
-    python -m benchmarks.layers --scaling [--batch 1024] [--repeats 20]
+    python -m benchmarks.layers --scaling [--basis bspline|relukan] [--batch 1024] [--repeats 20]
     python -m benchmarks.layers --memory [--in 256] [--out 256] [--batch 32768] [--grid 10]
 
 The baseline is an MLP layer of the same in/out sizes (GELU then Linear). Every layer is timed as
@@ -16,7 +16,8 @@ the ratio to the MLP layer, analytic FLOPs and parameter counts, and writes CSV 
 (``width -> width``), timed interleaved with the same layer on its dense path ("dense": one matmul over
 ``in * (G + k + 1)``, what ``"auto"`` ran before the native kernel; "path" says which one ``"auto"``
 takes) and differentiated by autodiff through its basis evaluation ("before": no closed-form B-spline
-derivative).
+derivative). ``--basis relukan``: the same table for a ReLU-KAN layer (fixed windows, k = 3), whose
+bumps are as local as B-splines and run on the same kernel (no "before" column).
 
 ``--memory``: each contender runs in its own subprocess. Reported per contender: the XLA buffer
 assignment of the compiled training step (``compiled.memory_analysis()``: temporaries + arguments +
@@ -220,19 +221,25 @@ def run_default(args: argparse.Namespace) -> list[dict]:
 
 
 def run_scaling(args: argparse.Namespace) -> list[dict]:
-    print(f"device: {jax.devices()[0].device_kind}; batch {args.batch}; width -> width; B-spline k=3; "
-          f"each pair round-robin, {args.repeats} rounds")
+    relukan = args.basis == "relukan"
+    print(f"device: {jax.devices()[0].device_kind}; batch {args.batch}; width -> width; "
+          f"{'ReLU-KAN' if relukan else 'B-spline'} k=3; each pair round-robin, {args.repeats} rounds")
     print(f"{'width':>5s} {'G':>3s} {'mlp ms':>9s} {'kan ms':>9s} {'kan/mlp':>8s} {'path':>7s} "
           f"{'dense/mlp':>10s} {'before/mlp':>11s}")
     rows = []
     for width in (64, 256, 512):
         x = jax.random.normal(jax.random.PRNGKey(1), (args.batch, width))
         for grid in (5, 10, 20):
-            kan = _bspline_layer(width, width, jax.random.PRNGKey(0), grid)
+            if relukan:
+                kan = KANLayer(width, width, ReLUKAN(width, grid, 3), key=jax.random.PRNGKey(0))
+            else:
+                kan = _bspline_layer(width, width, jax.random.PRNGKey(0), grid)
             layers = {"mlp": _mlp_layer(width, width, jax.random.PRNGKey(0)), "kan": kan,
-                      "dense": _DenseKAN(kan),
-                      "before": _reference_layer(width, width, jax.random.PRNGKey(0), grid)}
+                      "dense": _DenseKAN(kan)}
+            if not relukan:
+                layers["before"] = _reference_layer(width, width, jax.random.PRNGKey(0), grid)
             sec = time_interleaved(layers, x, args.repeats)
+            sec.setdefault("before", float("nan"))
             path = "native" if kan._uses_native(x) else "dense"
             rows.append({"width": width, "grid_size": grid, "mlp_ms": sec["mlp"] * 1e3,
                          "kan_ms": sec["kan"] * 1e3, "ratio": sec["kan"] / sec["mlp"], "path": path,
@@ -241,7 +248,7 @@ def run_scaling(args: argparse.Namespace) -> list[dict]:
             print(f"{width:5d} {grid:3d} {sec['mlp'] * 1e3:9.3f} {sec['kan'] * 1e3:9.3f} "
                   f"{sec['kan'] / sec['mlp']:8.2f} {path:>7s} {sec['dense'] / sec['mlp']:10.2f} "
                   f"{sec['before'] / sec['mlp']:11.2f}", flush=True)
-    _write(rows, args.out_dir, "layers_scaling")
+    _write(rows, args.out_dir, "layers_scaling_relukan" if relukan else "layers_scaling")
     return rows
 
 
@@ -321,6 +328,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--grid", type=int, default=10, help="B-spline grid size for --memory")
     parser.add_argument("--only", nargs="*", default=None, help="layer names to run (default: all)")
     parser.add_argument("--scaling", action="store_true", help="KAN/MLP ratio over width x grid size")
+    parser.add_argument("--basis", choices=["bspline", "relukan"], default="bspline",
+                        help="the KAN layer's basis for --scaling")
     parser.add_argument("--memory", action="store_true", help="peak training memory vs the MLP's")
     parser.add_argument("--child", choices=["mlp", "kan"], default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out-dir", default="benchmarks/results")

@@ -233,13 +233,7 @@ def bspline_edge_sum(
         contraction = choose_contraction(num_functions, order, flat.shape[0], None, d, weight.shape[0],
                                          flat.dtype)
     if contraction == "native":
-        try:
-            return _native_edge_sum(flat, grid, weight, order, uniform, activation).reshape(
-                lead + (weight.shape[0],))
-        except TypeError as err:  # forward-mode autodiff (jvp, hessian): the XLA path below instead
-            if not native.forward_mode_error(err):
-                raise
-            contraction = "dense"
+        return _native_edge_sum(flat, grid, weight, order, uniform, activation).reshape(lead + (weight.shape[0],))
     cfg = _Config(order, bool(uniform), num_functions, activation, contraction,
                   chunk_rows(d, width, flat.shape[0], weight.shape[0]))
     wt = jnp.swapaxes(weight.astype(flat.dtype), 1, 2)  # (out, width, d): d is the fast axis

@@ -8,81 +8,47 @@ per input and output, in ``csrc/local_contract.cc`` (built by :mod:`bases.native
 
 - forward: the rows of each input are grouped by ``s`` (a counting sort), so a group's ``k + 1``
   weight rows stay in registers while its rows are accumulated;
-- backward (custom VJP, one kernel call): the weight gradient the same way, and
+- backward (reverse mode, one kernel call): the weight gradient the same way, and
   ``dx = sum_q F'_q(x) <W[:, d, s + q], dy>``, with the pieces and their derivatives recomputed from
   ``x`` (only ``x``, the grid and the weights are kept for the backward).
 
 The kernel takes the weights as they are, ``(out, d, G + k)``, and copies them into its own layout
 ``(d, G + 3k, out padded to 64)``: ``k`` zero columns on each side of the functions (a point whose
 first function lies off the grid reads zeros there, with its values zeroed too). Only float32, only the
-CPU. Forward-mode autodiff
-(``jax.jvp``, ``jax.hessian``) cannot run a custom VJP: :func:`bases.bspline_edge_sum` then falls back
-to its XLA path (see :func:`forward_mode_error`).
+CPU. Forward-mode and higher-order autodiff (``jax.jvp``, ``jax.hessian``) work too, through the dense
+reference (:mod:`bases.bspline.native_ad`). ReLU-KAN bases with fixed windows use the same kernels
+(:func:`native_relukan_sum`).
 """
+
 
 from __future__ import annotations
 
-import functools
-from typing import NamedTuple, Optional
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, Float
 
 from .. import native_build
-from .local import local_pieces, local_pieces_and_derivatives
-
-class _Config(NamedTuple):
-    order: int
-    uniform: bool
-    num_functions: int
+from .native_ad import local_sum
+from .native_ops import Config
 
 
-def forward_mode_error(err: BaseException) -> bool:
-    """Whether ``err`` is JAX refusing forward-mode autodiff of a custom VJP (the caller falls back)."""
-    return isinstance(err, TypeError) and "forward-mode" in str(err)
-
-
-def _terms(cfg: _Config, x: Array, grid: Array, derivatives: bool):
-    """``V`` (and ``D``) ``(d, rows, k + 1)``: the local pieces (derivatives), zero where a piece is not a
-    basis function; ``S`` ``(d, rows)``: the first piece's column in the padded weights."""
-    k, n = cfg.order, cfg.num_functions
-    if derivatives:
-        pieces, dpieces, start = local_pieces_and_derivatives(x, grid, k, cfg.uniform)
-    else:
-        (pieces, start), dpieces = local_pieces(x, grid, k, cfg.uniform), None
-
-    def stack(values):
-        cols = [jnp.where((start + q >= 0) & (start + q < n), v, 0.0) for q, v in enumerate(values)]
-        return jnp.transpose(jnp.stack(cols, axis=-1), (1, 0, 2))
-
-    first = (jnp.clip(start, -k, n - 1) + k).astype(jnp.int32).T
-    return stack(pieces), (None if dpieces is None else stack(dpieces)), first
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _spline_sum(cfg: _Config, x: Array, grid: Array, weight: Array, mask: Array) -> Array:
-    values, _, first = _terms(cfg, x, grid, derivatives=False)
-    shape = jax.ShapeDtypeStruct((x.shape[0], weight.shape[0]), jnp.float32)
-    return jax.ffi.ffi_call(native_build.FORWARD_TARGET, shape, vmap_method="sequential")(
-        values, first, weight, mask, pad=cfg.order)
-
-
-def _spline_sum_fwd(cfg: _Config, x: Array, grid: Array, weight: Array, mask: Array):
-    return _spline_sum(cfg, x, grid, weight, mask), (x, grid, weight, mask)
-
-
-def _spline_sum_bwd(cfg: _Config, residuals, dy: Array):
-    x, grid, weight, mask = residuals
-    values, slopes, first = _terms(cfg, x, grid, derivatives=True)
-    shapes = (jax.ShapeDtypeStruct((x.shape[1], x.shape[0]), jnp.float32),
-              jax.ShapeDtypeStruct(weight.shape, jnp.float32))
-    dx, dweight = jax.ffi.ffi_call(native_build.BACKWARD_TARGET, shapes, vmap_method="sequential")(
-        values, slopes, first, weight, mask, dy.astype(jnp.float32), pad=cfg.order)
-    return dx.T.astype(x.dtype), jnp.zeros_like(grid), dweight, jnp.zeros_like(mask)
-
-
-_spline_sum.defvjp(_spline_sum_fwd, _spline_sum_bwd)
+def _check(who: str, x: Array, weight: Array, num_functions: int, order: int,
+           mask: Optional[Array]) -> Array:
+    """Shared argument checks; returns the mask (default all ones) as float32 without gradient."""
+    if not native_build.available():
+        raise RuntimeError(f"the native local kernel is unavailable: {native_build.unavailable_reason()}")
+    if x.dtype != jnp.float32 or weight.dtype != jnp.float32:
+        raise ValueError(f"{who}: float32 only, got x {x.dtype} and weight {weight.dtype}")
+    if x.ndim != 2 or weight.shape[1:] != (x.shape[1], num_functions) or not 1 <= order <= 6:
+        raise ValueError(f"{who}: expected x (rows, d), weight (out, d, {num_functions}) and "
+                         f"1 <= order <= 6, got x {tuple(x.shape)}, weight {tuple(weight.shape)}, order {order}")
+    out, d = weight.shape[:2]
+    mask = jnp.ones((out, d), jnp.float32) if mask is None else mask
+    if mask.shape != (out, d):
+        raise ValueError(f"{who}: mask must be (out, d) = {(out, d)}, got {tuple(mask.shape)}")
+    return jax.lax.stop_gradient(mask.astype(jnp.float32))
 
 
 def native_spline_sum(
@@ -98,18 +64,30 @@ def native_spline_sum(
     B-splines, on the CPU kernel (raises ``RuntimeError`` naming the reason when it is unavailable); the
     mask (default all ones) is applied inside the kernel, so the masked weights are never materialised.
     Gradients flow to ``x`` and ``weight``, not to ``grid`` or ``mask``; float32 only."""
-    if not native_build.available():
-        raise RuntimeError(f"the native B-spline kernel is unavailable: {native_build.unavailable_reason()}")
-    if x.dtype != jnp.float32 or weight.dtype != jnp.float32:
-        raise ValueError(f"native_spline_sum: float32 only, got x {x.dtype} and weight {weight.dtype}")
     num_functions = grid.shape[1] - order - 1
-    if x.ndim != 2 or weight.shape[1:] != (x.shape[1], num_functions) or not 1 <= order <= 6:
-        raise ValueError(f"native_spline_sum: expected x (rows, d), weight (out, d, {num_functions}) and "
-                         f"1 <= order <= 6, got x {tuple(x.shape)}, weight {tuple(weight.shape)}, order {order}")
-    out, d = weight.shape[:2]
-    mask = jnp.ones((out, d), jnp.float32) if mask is None else mask
-    if mask.shape != (out, d):
-        raise ValueError(f"native_spline_sum: mask must be (out, d) = {(out, d)}, got {tuple(mask.shape)}")
-    cfg = _Config(int(order), bool(uniform), int(num_functions))
-    return _spline_sum(cfg, x, jax.lax.stop_gradient(grid), weight,
-                       jax.lax.stop_gradient(mask.astype(jnp.float32)))
+    mask = _check("native_spline_sum", x, weight, num_functions, order, mask)
+    cfg = Config(int(order), bool(uniform), int(num_functions))
+    return local_sum(cfg, x, jax.lax.stop_gradient(grid), weight, mask)
+
+
+def native_relukan_sum(
+    x: Float[Array, "rows d"],
+    start: Float[Array, "p n"],
+    end: Float[Array, "p n"],
+    weight: Float[Array, "out d n"],
+    *,
+    order: int,
+    mask: Optional[Float[Array, "out d"]] = None,
+) -> Float[Array, "rows out"]:
+    """:func:`native_spline_sum` for the ``n`` :class:`bases.ReLUKAN` windows ``start``/``end`` (a fixed
+    phase grid, ``p`` = 1 or d; see :func:`bases.relu_kan.relukan_local_pieces`). No gradient to the
+    windows: trainable windows need the dense path."""
+    num_functions = start.shape[-1]
+    if start.shape != end.shape or start.ndim != 2 or start.shape[0] not in (1, x.shape[-1]):
+        raise ValueError(f"native_relukan_sum: start and end must both be (1, n) or (d, n), got "
+                         f"{tuple(start.shape)} and {tuple(end.shape)}")
+    mask = _check("native_relukan_sum", x, weight, num_functions, order, mask)
+    cfg = Config(int(order), True, int(num_functions), "relukan")
+    windows = jax.lax.stop_gradient(jnp.stack([jnp.broadcast_to(a, (x.shape[-1], num_functions))
+                                               for a in (start, end)]).astype(jnp.float32))
+    return local_sum(cfg, x, windows, weight, mask)

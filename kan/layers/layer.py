@@ -18,10 +18,10 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from bases import (Basis, BSpline, buffer_field, bspline_edge_sum, check_last_dim, gaussian_expectation,
+from bases import (Basis, BSpline, ReLUKAN, buffer_field, bspline_edge_sum, check_last_dim, gaussian_expectation,
                    host_array)
 import bases.bspline.contract as bspline_contract
-from bases.bspline.native import forward_mode_error, native_spline_sum
+from bases.bspline.native import native_relukan_sum, native_spline_sum
 from bases.init_random import scaled_normal
 
 
@@ -49,7 +49,7 @@ class KANLayer(eqx.Module):
     With ``contraction="auto"`` (default), a B-spline layer on the CPU whose grid is fine enough for it
     to pay (:func:`bases.bspline.contract.choose_contraction`: G + k >= 3 (k + 1), enough rows) runs the
     native kernel of :mod:`bases.bspline.native` (work follows the k + 1 non-zero functions per input,
-    not G + k). Otherwise a batch whose ``(batch, in, k)`` features fit in
+    not G + k); so does a ReLU-KAN layer with fixed windows (its bumps are as local). Otherwise a batch whose ``(batch, in, k)`` features fit in
     :data:`bases.bspline.contract.FULL_BYTES` (64 MiB) runs the plain dense path (one matmul, autodiff;
     see ``_fits_whole``); a larger one runs the same path in rematerialised row blocks, so training
     never holds its whole feature tensor (every basis). With a :class:`bases.BSpline` basis,
@@ -144,8 +144,12 @@ class KANLayer(eqx.Module):
     def _uses_native(self, x: Array) -> bool:
         """Whether this call runs the CPU kernel (:mod:`bases.bspline.native`): forced with
         ``contraction="native"``, or chosen by :func:`bases.bspline.contract.choose_contraction` under
-        ``"auto"`` (B-spline bases only)."""
-        if not isinstance(self.basis, BSpline):
+        ``"auto"`` (B-spline bases, and ReLU-KAN bases with fixed windows)."""
+        relukan = isinstance(self.basis, ReLUKAN)
+        if relukan and self.contraction == "native" and self.basis.trainable:
+            raise ValueError("KANLayer: contraction='native' needs fixed ReLU-KAN windows "
+                             "(ReLUKAN(trainable=False)); trainable windows run the dense path")
+        if not (isinstance(self.basis, BSpline) or (relukan and not self.basis.trainable)):
             return False
         if self.contraction != "auto":
             return self.contraction == "native"
@@ -156,17 +160,16 @@ class KANLayer(eqx.Module):
 
     def _native_sum(self, x: Array, mask: Array) -> Array:
         """The spline part on the CPU kernel (the mask applied inside it), the residual as one matmul.
-        Under forward-mode autodiff (``jax.jvp``, ``jax.hessian``), which the kernel's custom VJP cannot
-        serve, the dense path runs instead."""
+        Forward-mode and higher-order autodiff go through the dense reference
+        (:mod:`bases.bspline.native_ad`)."""
         lead = x.shape[:-1]
         flat = x.reshape(-1, self.in_features).astype(jnp.float32)
-        try:
+        if isinstance(self.basis, ReLUKAN):
+            y = native_relukan_sum(flat, *self.basis.points(), self.spline_weight, order=self.basis.order,
+                                   mask=mask)
+        else:
             y = native_spline_sum(flat, self.basis.grid, self.spline_weight, order=self.basis.order,
                                   uniform=self.basis.uniform, mask=mask)
-        except TypeError as err:
-            if not forward_mode_error(err):
-                raise
-            return self._dense_sum(x, self.spline_weight * mask[..., None], mask)
         if self.base_weight is not None:
             y = y + self.base_activation(flat) @ (self.base_weight * mask).T
         return y.reshape(lead + (self.out_features,))
