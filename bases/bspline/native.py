@@ -16,7 +16,7 @@ The kernel takes the weights as they are, ``(out, d, G + k)``, and copies them i
 ``(d, G + 3k, out padded to 64)``: ``k`` zero columns on each side of the functions (a point whose
 first function lies off the grid reads zeros there, with its values zeroed too). Only float32, only the
 CPU. Forward-mode and higher-order autodiff (``jax.jvp``, ``jax.hessian``) work too, through the dense
-reference (:mod:`bases.bspline.native_ad`). ReLU-KAN bases with fixed windows use the same kernels
+reference (:mod:`bases.kernel_ad`). ReLU-KAN bases with fixed windows use the same kernels
 (:func:`native_relukan_sum`).
 """
 
@@ -30,8 +30,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from .. import native_build
-from .native_ad import local_sum
-from .native_ops import Config
+from .native_ops import Config, local_sum
 
 
 def _check(who: str, x: Array, weight: Array, num_functions: int, order: int,
@@ -67,7 +66,7 @@ def native_spline_sum(
     num_functions = grid.shape[1] - order - 1
     mask = _check("native_spline_sum", x, weight, num_functions, order, mask)
     cfg = Config(int(order), bool(uniform), int(num_functions))
-    return local_sum(cfg, x, jax.lax.stop_gradient(grid), weight, mask)
+    return local_sum(cfg, x, weight, jax.lax.stop_gradient(grid), mask)
 
 
 def native_relukan_sum(
@@ -90,4 +89,4 @@ def native_relukan_sum(
     cfg = Config(int(order), True, int(num_functions), "relukan")
     windows = jax.lax.stop_gradient(jnp.stack([jnp.broadcast_to(a, (x.shape[-1], num_functions))
                                                for a in (start, end)]).astype(jnp.float32))
-    return local_sum(cfg, x, windows, weight, mask)
+    return local_sum(cfg, x, weight, windows, mask)

@@ -1,7 +1,8 @@
 """The native kernels' calls (:mod:`bases.native_build`) and the dense reference they must equal, for
 :mod:`bases.bspline.native`: local pieces by XLA (:func:`terms`), the forward and the fused backward
 kernel (:func:`forward`, :func:`backward`), and :func:`dense` (features scattered from the same pieces,
-one einsum: what forward-mode and higher-order autodiff differentiate)."""
+one einsum: what forward-mode and higher-order autodiff differentiate, :mod:`bases.kernel_ad`), all
+as ``(cfg, x, weight, grid, mask)``. ``local_sum`` puts them together."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import jax.numpy as jnp
 from jaxtyping import Array
 
 from .. import native_build
+from ..kernel_ad import kernel_op
 from ..relu_kan import relukan_local_pieces
 from .local import dense_from_local, local_pieces
 
@@ -48,7 +50,7 @@ def terms(cfg: Config, x: Array, grid: Array, derivatives: bool):
     return stack(values), (None if slopes is None else stack(slopes)), first
 
 
-def forward(cfg: Config, x: Array, grid: Array, weight: Array, mask: Array) -> Array:
+def forward(cfg: Config, x: Array, weight: Array, grid: Array, mask: Array) -> Array:
     """``(rows, out)`` by the forward kernel."""
     values, _, first = terms(cfg, x, grid, derivatives=False)
     shape = jax.ShapeDtypeStruct((x.shape[0], weight.shape[0]), jnp.float32)
@@ -56,7 +58,7 @@ def forward(cfg: Config, x: Array, grid: Array, weight: Array, mask: Array) -> A
         values, first, weight, mask, pad=cfg.order)
 
 
-def backward(cfg: Config, x: Array, grid: Array, weight: Array, mask: Array, dy: Array) -> tuple[Array, Array]:
+def backward(cfg: Config, x: Array, weight: Array, grid: Array, mask: Array, dy: Array) -> tuple[Array, Array]:
     """``(dx, dweight)`` of ``<dy, forward(...)>`` by the fused backward kernel."""
     values, slopes, first = terms(cfg, x, grid, derivatives=True)
     shapes = (jax.ShapeDtypeStruct((x.shape[1], x.shape[0]), jnp.float32),
@@ -66,8 +68,12 @@ def backward(cfg: Config, x: Array, grid: Array, weight: Array, mask: Array, dy:
     return dx.T.astype(x.dtype), dweight
 
 
-def dense(cfg: Config, x: Array, grid: Array, weight: Array, mask: Array) -> Array:
+def dense(cfg: Config, x: Array, weight: Array, grid: Array, mask: Array) -> Array:
     """The same sum in XLA: dense features from the same pieces, one einsum (any order of autodiff)."""
     values, start = pieces(cfg, x, grid)
     feats = dense_from_local(jnp.stack(values, axis=-1), start, cfg.num_functions)
     return jnp.einsum("bdk,odk->bo", feats, weight * mask[..., None])
+
+
+#: ``local_sum(cfg, x, weight, grid, mask) -> (rows, out)``: the kernels, differentiable in every mode.
+local_sum = kernel_op("kan_local", forward, backward, dense, num_diff=2)

@@ -1,8 +1,9 @@
 """``group_rational``: the group rational activation of KAT (Yang & Wang 2024) as one differentiable op.
 
 ``y[..., c] = P_{g(c)}(x[..., c]) / Q_{g(c)}(x[..., c])`` where channel ``c`` uses the numerator and
-denominator coefficients of its group ``g(c)``. The forward and backward passes are wrapped in a
-``jax.custom_vjp`` (JAX never differentiates through a kernel); coefficient gradients are reduced
+denominator coefficients of its group ``g(c)``. The forward and backward kernels are wrapped by
+:func:`bases.kernel_ad.kernel_op` (JAX never differentiates through a kernel: reverse mode runs the
+backward kernel, forward mode and Hessians the textbook formula); coefficient gradients are reduced
 per channel (per-block partial sums), then into groups with a fixed-order sum over a one-hot map,
 so they are deterministic with no atomics or scatter-adds.
 
@@ -19,9 +20,9 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jaxtyping import Array, Float
 
+from ..kernel_ad import kernel_op
 from .groups import resolve_group_index
 from .rational_math import check_form, rational_reference
 from .rational_pallas import backward_pallas, forward_pallas, on_gpu
@@ -67,25 +68,25 @@ def _group_sum(per_channel: Array, gidx: Array, num_groups: int) -> Array:
     return jnp.sum(onehot[:, :, None] * per_channel[None, :, :], axis=1)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
-def _core(x2, a, b, gidx, cfg: _Config):
+def _core_forward(cfg: _Config, x2, a, b, gidx):
     return _forward(cfg, x2, a[gidx], b[gidx])
 
 
-def _core_fwd(x2, a, b, gidx, cfg: _Config):
-    return _core(x2, a, b, gidx, cfg), (x2, a, b, gidx)
-
-
-def _core_bwd(cfg: _Config, res, gy):
-    x2, a, b, gidx = res
+def _core_backward(cfg: _Config, x2, a, b, gidx, gy):
     dx, da_c, db_c = _backward(cfg, x2, gy, a[gidx], b[gidx])
     da = _group_sum(da_c, gidx, a.shape[0]).astype(a.dtype)
     db = _group_sum(db_c, gidx, b.shape[0]).astype(b.dtype)
-    return dx, da, db, np.zeros(gidx.shape, dtype=jax.dtypes.float0)
+    return dx, da, db
 
 
-_core.defvjp(_core_fwd, _core_bwd)
-_core_jit = jax.jit(_core, static_argnums=(4,))  # one compiled program when called eagerly
+def _core_dense(cfg: _Config, x2, a, b, gidx):
+    return _reference(x2, a, b, gidx, cfg.form)
+
+
+#: ``_core(cfg, x2, a, b, gidx)``: the kernels (reverse mode) with the textbook formula behind forward
+#: mode and higher orders (:mod:`bases.kernel_ad`).
+_core = kernel_op("kan_group_rational", _core_forward, _core_backward, _core_dense, num_diff=3)
+_core_jit = jax.jit(_core, static_argnums=(0,))  # one compiled program when called eagerly
 
 
 def _reference(x2, a, b, gidx, form):
@@ -150,4 +151,4 @@ def group_rational(
     impl = backend if backend != "auto" else ("pallas" if on_gpu() else "xla")
     cfg = _Config(form, impl, int(block_rows), int(block_cols), int(sub_rows), not on_gpu(),
                   pallas_backend)
-    return _core_jit(x2, numerator, denominator, gidx, cfg).reshape(x.shape)
+    return _core_jit(cfg, x2, numerator, denominator, gidx).reshape(x.shape)

@@ -161,7 +161,7 @@ class KANLayer(eqx.Module):
     def _native_sum(self, x: Array, mask: Array) -> Array:
         """The spline part on the CPU kernel (the mask applied inside it), the residual as one matmul.
         Forward-mode and higher-order autodiff go through the dense reference
-        (:mod:`bases.bspline.native_ad`)."""
+        (:mod:`bases.kernel_ad`)."""
         lead = x.shape[:-1]
         flat = x.reshape(-1, self.in_features).astype(jnp.float32)
         if isinstance(self.basis, ReLUKAN):
