@@ -110,8 +110,8 @@ class KANLayer(eqx.Module):
             self.base_weight = scaled_normal(key_base, (out_features, in_features), base_std)
         else:
             self.base_weight = None
-        self.bias = host_array(np.zeros(out_features)) if use_bias else None
-        self.edge_mask = host_array(np.ones((out_features, in_features)))
+        self.bias = host_array(np.zeros(out_features, np.float32)) if use_bias else None
+        self.edge_mask = host_array(np.ones((out_features, in_features), np.float32))  # no float64 transient
 
     # ----- forward -----------------------------------------------------------------------------
     def _numeric_mask(self) -> Array:
