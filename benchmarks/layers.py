@@ -1,6 +1,6 @@
 """Forward+backward time and training memory of each layer kind against an MLP layer, in one run.
 
-    python -m benchmarks.layers [--in 128] [--out 128] [--batch 1024] [--repeats 50] [--only NAME ...]
+    python -m benchmarks.layers [--in 128] [--out 128] [--batch 1024] [--repeats 50] [--only NAME ...] [--floor]
     python -m benchmarks.layers --scaling [--basis bspline|relukan] [--batch 1024] [--repeats 20]
     python -m benchmarks.layers --memory [--in 256] [--out 256] [--batch 32768] [--grid 10]
 
@@ -11,6 +11,11 @@ differentiated) and the input. Contenders are compiled first and then timed roun
 each per round), so machine load drifts affect all of them alike; the script prints the median time,
 the ratio to the MLP layer, analytic FLOPs and parameter counts, and writes CSV + Markdown to
 ``benchmarks/results/``.
+
+``--floor``: for each layer that is one dense contraction over ``K`` features per input (RBF, Chebyshev,
+Fourier, AF-pair, S-KAN while training), also time its three matmuls alone (``_GemmFloor``): the
+cost no evaluation of the features can remove, so a layer's ratio to the MLP cannot fall below its
+floor's on that machine.
 
 ``--scaling``: the B-spline KAN layer against the MLP layer at widths 64/256/512 x G 5/10/20
 (``width -> width``), timed interleaved with the same layer on its dense path ("dense": one matmul over
@@ -202,10 +207,39 @@ def _write(rows: list[dict], out_dir: str, stem: str) -> None:
     (out / f"{stem}.md").write_text("\n".join(md) + "\n")
 
 
+class _GemmFloor(eqx.Module):
+    """The three matmuls every dense contraction over ``K`` features per input needs (forward, weight
+    gradient, feature gradient) and nothing else: ``x`` broadcast to ``(batch, in * K)`` features, one
+    matmul (the ``--floor`` contenders)."""
+
+    weight: jax.Array
+    per_input: int = eqx.field(static=True)
+
+    def __call__(self, x):
+        feats = jnp.broadcast_to(x[..., None], x.shape + (self.per_input,)).reshape(x.shape[0], -1)
+        return feats @ self.weight.T
+
+
+def _dense_width(layer: eqx.Module) -> int | None:
+    """Features per input of a layer's one dense contraction (basis functions plus the residual), or
+    None for layers that are not one dense matmul (the native B-spline kernel, GR-KAN, AF-KAN)."""
+    if isinstance(layer, SelectableKANLayer):
+        return sum(b.num_functions for b in layer.bases) + (layer.base_weight is not None)
+    if isinstance(layer, KANLayer) and not isinstance(layer.basis, (BSpline, ReLUKAN)):
+        return layer.basis.num_functions + (layer.base_weight is not None)
+    return None
+
+
 def run_default(args: argparse.Namespace) -> list[dict]:
     x = jax.random.normal(jax.random.PRNGKey(1), (args.batch, args.n_in))
     names = [n for n in LAYERS if n == MLP_NAME or not args.only or n in args.only]
     layers = {n: LAYERS[n](args.n_in, args.n_out, jax.random.PRNGKey(0)) for n in names}
+    if args.floor:  # the matmuls alone, for each layer that is one dense contraction
+        for n in names:
+            width = _dense_width(layers[n])
+            if width is not None:
+                weight = jax.random.normal(jax.random.PRNGKey(2), (args.n_out, args.n_in * width)) * 0.01
+                layers[f"  floor of {n.split(' (')[0]}: GEMMs, in*{width}"] = _GemmFloor(weight, width)
     print(f"device: {jax.devices()[0].device_kind}; shape {args.batch}x{args.n_in} -> {args.n_out}; "
           f"round-robin, {args.repeats} rounds")
     seconds = time_interleaved(layers, x, args.repeats)
@@ -328,6 +362,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--grid", type=int, default=10, help="B-spline grid size for --memory")
     parser.add_argument("--only", nargs="*", default=None, help="layer names to run (default: all)")
     parser.add_argument("--scaling", action="store_true", help="KAN/MLP ratio over width x grid size")
+    parser.add_argument("--floor", action="store_true",
+                        help="also time the bare matmuls of each dense layer's contraction")
     parser.add_argument("--basis", choices=["bspline", "relukan"], default="bspline",
                         help="the KAN layer's basis for --scaling")
     parser.add_argument("--memory", action="store_true", help="peak training memory vs the MLP's")
