@@ -23,8 +23,17 @@ from typing import Callable, Hashable
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.extend.core import Primitive
-from jax.interpreters import ad, batching, mlir
+
+try:  # the primitive API (jax.extend); without it kernel_op falls back to a reverse-mode-only custom_vjp
+    from jax.extend.core import Primitive
+    from jax.interpreters import ad, batching, mlir
+
+    _ShapedArray = getattr(jax.core, "ShapedArray", None)
+    if _ShapedArray is None:
+        from jax._src.core import ShapedArray as _ShapedArray
+    PRIMITIVES = True
+except (ImportError, AttributeError):  # pragma: no cover - other JAX versions
+    PRIMITIVES = False
 
 
 def _zeros_like(value):
@@ -56,7 +65,24 @@ def _mapped(prim):
 
 
 def _aval(shape_dtype):
-    return jax.core.ShapedArray(shape_dtype.shape, shape_dtype.dtype)
+    return _ShapedArray(shape_dtype.shape, shape_dtype.dtype)
+
+
+def _reverse_only(forward: Callable, backward: Callable, num_diff: int) -> Callable:
+    """The same op as a ``custom_vjp`` (no forward mode), where the primitive API is missing."""
+
+    @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+    def op(cfg, *arrays):
+        return forward(cfg, *arrays)
+
+    def fwd(cfg, *arrays):
+        return forward(cfg, *arrays), arrays
+
+    def bwd(cfg, arrays, ct):
+        return tuple(backward(cfg, *arrays, ct)) + tuple(_zeros_like(a) for a in arrays[num_diff:])
+
+    op.defvjp(fwd, bwd)
+    return op
 
 
 def kernel_op(name: str, forward: Callable, backward: Callable, dense: Callable, num_diff: int) -> Callable:
@@ -65,6 +91,8 @@ def kernel_op(name: str, forward: Callable, backward: Callable, dense: Callable,
     ``forward(cfg, *arrays) -> y`` and ``backward(cfg, *arrays, ct) -> tuple(grads of diff)`` are the
     kernels; ``dense(cfg, *arrays) -> y`` is the same function in differentiable JAX. ``cfg`` is
     hashable (static). See the module docstring."""
+    if not PRIMITIVES:  # pragma: no cover - other JAX versions
+        return _reverse_only(forward, backward, num_diff)
 
     def dense_tangent(cfg, *args):
         arrays, tangents = args[:-num_diff], args[-num_diff:]
