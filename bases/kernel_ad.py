@@ -108,8 +108,8 @@ def kernel_op(name: str, forward: Callable, backward: Callable, dense: Callable,
     backward_p.multiple_results = True
     tangent_p.def_abstract_eval(lambda *args, cfg: _aval(jax.eval_shape(
         functools.partial(dense, cfg), *args[:-num_diff])))
-    backward_p.def_abstract_eval(lambda *args, cfg: [_aval(s) for s in jax.eval_shape(
-        lambda *a: list(backward(cfg, *a)), *args)])
+    # gradients have their primals' shapes and dtypes: no trace of the backward needed
+    backward_p.def_abstract_eval(lambda *args, cfg: [_ShapedArray(a.shape, a.dtype) for a in args[:num_diff]])
     tangent_impl = lambda *args, cfg: dense_tangent(cfg, *args)
     backward_impl = lambda *args, cfg: list(backward(cfg, *args))
     tangent_p.def_impl(tangent_impl)
@@ -119,7 +119,8 @@ def kernel_op(name: str, forward: Callable, backward: Callable, dense: Callable,
 
     def jvp_through(dense_fn, multiple):
         def rule(primals, tangents, *, cfg):
-            out, dout = jax.jvp(functools.partial(dense_fn, cfg), tuple(primals), _instantiate(tangents, primals))
+            out, dout = jax.jvp(functools.partial(dense_fn, cfg), tuple(primals),
+                                _instantiate(tangents, primals))
             return (list(out), list(dout)) if multiple else (out, dout)
 
         return rule

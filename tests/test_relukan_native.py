@@ -44,8 +44,9 @@ def test_local_pieces_rebuild_the_dense_features(shared, grid_size, order):
 
 def _layer_pair(basis, out, key):
     mask = jnp.ones((out, basis.in_features)).at[1, 2].set(0.0).at[out - 1, 0].set(0.0)
-    return tuple(eqx.tree_at(lambda m: m.edge_mask, KANLayer(basis.in_features, out, basis, key=jax.random.PRNGKey(key),
-                                                            contraction=c), mask) for c in ("native", "dense"))
+    layers = (KANLayer(basis.in_features, out, basis, key=jax.random.PRNGKey(key), contraction=c)
+              for c in ("native", "dense"))
+    return tuple(eqx.tree_at(lambda m: m.edge_mask, layer, mask) for layer in layers)
 
 
 @needs_kernel

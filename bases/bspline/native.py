@@ -12,14 +12,13 @@ per input and output, in ``csrc/local_contract.cc`` (built by :mod:`bases.native
   ``dx = sum_q F'_q(x) <W[:, d, s + q], dy>``, with the pieces and their derivatives recomputed from
   ``x`` (only ``x``, the grid and the weights are kept for the backward).
 
-The kernel takes the weights as they are, ``(out, d, G + k)``, and copies them into its own layout
-``(d, G + 3k, out padded to 64)``: ``k`` zero columns on each side of the functions (a point whose
-first function lies off the grid reads zeros there, with its values zeroed too). Only float32, only the
+The kernel takes the weights as they are, ``(out, d, G + k)``, and reads them through small per-input
+blocks of ``G + 3k`` rows: ``k`` zero rows on each side of the functions (a point whose first function
+lies off the grid reads zeros there, with its values zeroed too). Only float32, only the
 CPU. Forward-mode and higher-order autodiff (``jax.jvp``, ``jax.hessian``) work too, through the dense
 reference (:mod:`bases.kernel_ad`). ReLU-KAN bases with fixed windows use the same kernels
 (:func:`native_relukan_sum`).
 """
-
 
 from __future__ import annotations
 

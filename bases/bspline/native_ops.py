@@ -58,7 +58,8 @@ def forward(cfg: Config, x: Array, weight: Array, grid: Array, mask: Array) -> A
         values, first, weight, mask, pad=cfg.order)
 
 
-def backward(cfg: Config, x: Array, weight: Array, grid: Array, mask: Array, dy: Array) -> tuple[Array, Array]:
+def backward(cfg: Config, x: Array, weight: Array, grid: Array, mask: Array,
+             dy: Array) -> tuple[Array, Array]:
     """``(dx, dweight)`` of ``<dy, forward(...)>`` by the fused backward kernel."""
     values, slopes, first = terms(cfg, x, grid, derivatives=True)
     shapes = (jax.ShapeDtypeStruct((x.shape[1], x.shape[0]), jnp.float32),

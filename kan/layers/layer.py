@@ -18,8 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from bases import (Basis, BSpline, ReLUKAN, buffer_field, bspline_edge_sum, check_last_dim, gaussian_expectation,
-                   host_array)
+from bases import (Basis, BSpline, ReLUKAN, buffer_field, bspline_edge_sum, check_last_dim,
+                   gaussian_expectation, host_array)
 import bases.bspline.contract as bspline_contract
 from bases.bspline.native import native_relukan_sum, native_spline_sum
 from bases.init_random import scaled_normal
@@ -49,8 +49,8 @@ class KANLayer(eqx.Module):
     With ``contraction="auto"`` (default), a B-spline layer on the CPU whose grid is fine enough for it
     to pay (:func:`bases.bspline.contract.choose_contraction`: G + k >= 3 (k + 1), enough rows) runs the
     native kernel of :mod:`bases.bspline.native` (work follows the k + 1 non-zero functions per input,
-    not G + k); so does a ReLU-KAN layer with fixed windows (its bumps are as local). Otherwise a batch whose ``(batch, in, k)`` features fit in
-    :data:`bases.bspline.contract.FULL_BYTES` (64 MiB) runs the plain dense path (one matmul, autodiff;
+    not G + k); so does a ReLU-KAN layer with fixed windows (its bumps are as local). Otherwise a
+    batch whose ``(batch, in, k)`` features fit in :data:`bases.bspline.contract.FULL_BYTES` (64 MiB) runs the plain dense path (one matmul, autodiff;
     see ``_fits_whole``); a larger one runs the same path in rematerialised row blocks, so training
     never holds its whole feature tensor (every basis). With a :class:`bases.BSpline` basis,
     ``contraction="native"`` forces the kernel, and ``"dense"`` or ``"local"`` run
