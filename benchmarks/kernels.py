@@ -23,8 +23,7 @@ this script with its ``KEEP_FREED`` environment removes them.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+import functools
 from pathlib import Path
 
 import jax
@@ -33,6 +32,8 @@ import jax.numpy as jnp
 from bases.kernels import group_rational, resolve_group_index
 from bases.kernels.rational_xla import backward_xla, forward_xla
 from bases.rational.init_table import rational_init
+
+from .timing import medians, time_rounds
 
 SMALL_SHAPES = ((4096, 256), (8192, 768))
 FULL_SHAPES = ((4096, 256), (16384, 768), (128 * 197, 768), (128 * 197, 3072))  # last: KAT-B MLP
@@ -53,15 +54,8 @@ def peak_bandwidth(device_kind: str) -> float | None:
 def _interleaved_medians(programs: list, repeats: int) -> list[float]:
     """Median seconds of each ``(fn, args)``, timed round-robin (one call of each per round) so
     load from other processes hits every contender alike."""
-    for fn, args in programs:
-        jax.block_until_ready(fn(*args))  # compile + warm up
-    times = [[] for _ in programs]
-    for _ in range(repeats):
-        for t, (fn, args) in zip(times, programs):
-            start = time.perf_counter()
-            jax.block_until_ready(fn(*args))
-            t.append(time.perf_counter() - start)
-    return [statistics.median(t) for t in times]
+    rounds = time_rounds({i: functools.partial(fn, *args) for i, (fn, args) in enumerate(programs)}, repeats)
+    return list(medians(rounds).values())
 
 
 def coefficients() -> tuple:

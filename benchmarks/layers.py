@@ -9,8 +9,9 @@ The baseline is an MLP layer of the same in/out sizes (GELU then Linear). Every 
 ``bases.trainable_filter`` split that ``kan.fit`` uses: grids, masks and other buffers are not
 differentiated) and the input. Contenders are compiled first and then timed round-robin (one call of
 each per round), so machine load drifts affect all of them alike; the script prints the median time,
-the ratio to the MLP layer, analytic FLOPs and parameter counts, and writes CSV + Markdown to
-``benchmarks/results/``.
+the ratio to the MLP layer (of the medians) with the spread of the per-round ratios in brackets (25th
+to 75th percentile: how far one run's ratio can be trusted on a noisy machine), analytic FLOPs and
+parameter counts, and writes CSV + Markdown to ``benchmarks/results/``.
 
 ``--floor``: for each layer that is one dense contraction over ``K`` features per input (RBF, Chebyshev,
 Fourier, AF-pair, S-KAN while training), also time its three matmuls alone (``_GemmFloor``): the
@@ -37,12 +38,11 @@ one of the same shapes ("again").
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -56,6 +56,8 @@ from bases import (ActivationPair, BSpline, Chebyshev, Fourier, GaussianRBF, ReL
 from kan import KANLayer, MLP
 from kan.layers.afkan_layer import AFKANLayer
 from kan.layers.selectable_layer import SelectableKANLayer
+
+from .timing import medians, ratio_quantiles, time_rounds
 
 LayerFactory = Callable[[int, int, jax.Array], eqx.Module]
 
@@ -171,18 +173,17 @@ def grad_step(layer: eqx.Module) -> tuple[Callable, eqx.Module]:
     return jax.jit(jax.grad(loss, argnums=(0, 1))), params
 
 
+def layer_rounds(layers: dict[str, eqx.Module], x: jax.Array, repeats: int) -> dict[str, list[float]]:
+    """Seconds of one forward+backward pass per layer in every round, timed round-robin after
+    compiling all (:func:`benchmarks.timing.time_rounds`)."""
+    steps = {name: grad_step(layer) for name, layer in layers.items()}
+    return time_rounds({name: functools.partial(step, params, x) for name, (step, params) in steps.items()},
+                       repeats)
+
+
 def time_interleaved(layers: dict[str, eqx.Module], x: jax.Array, repeats: int) -> dict[str, float]:
     """Median seconds of one forward+backward pass per layer, timed round-robin after compiling all."""
-    steps = {name: grad_step(layer) for name, layer in layers.items()}
-    for step, params in steps.values():
-        jax.block_until_ready(step(params, x))  # compile
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(repeats):
-        for name, (step, params) in steps.items():
-            start = time.perf_counter()
-            jax.block_until_ready(step(params, x))
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+    return medians(layer_rounds(layers, x, repeats))
 
 
 def time_fwd_bwd(layer: eqx.Module, x: jax.Array, repeats: int) -> float:
@@ -242,14 +243,18 @@ def run_default(args: argparse.Namespace) -> list[dict]:
                 layers[f"  floor of {n.split(' (')[0]}: GEMMs, in*{width}"] = _GemmFloor(weight, width)
     print(f"device: {jax.devices()[0].device_kind}; shape {args.batch}x{args.n_in} -> {args.n_out}; "
           f"round-robin, {args.repeats} rounds")
-    seconds = time_interleaved(layers, x, args.repeats)
+    rounds = layer_rounds(layers, x, args.repeats)
+    seconds = medians(rounds)
     base = seconds[MLP_NAME]
     rows = []
     for name, layer in layers.items():
+        low, _, high = ratio_quantiles(rounds, name, MLP_NAME)
         rows.append({"layer": name, "ms": seconds[name] * 1e3, "ratio_vs_mlp": seconds[name] / base,
+                     "round_ratio_p25": low, "round_ratio_p75": high,
                      "params": count_parameters(layer), "flops_per_sample": _flops(layer)})
-        print(f"{name:<34s} {seconds[name] * 1e3:8.3f} ms   x{seconds[name] / base:6.2f} vs MLP   "
-              f"params {rows[-1]['params']:>8d}   flops/sample {rows[-1]['flops_per_sample']}")
+        print(f"{name:<34s} {seconds[name] * 1e3:8.3f} ms   x{seconds[name] / base:6.2f} vs MLP "
+              f"[{low:5.2f}-{high:5.2f}]   params {rows[-1]['params']:>8d}   "
+              f"flops/sample {rows[-1]['flops_per_sample']}")
     _write(rows, args.out_dir, "layers")
     return rows
 
@@ -258,7 +263,7 @@ def run_scaling(args: argparse.Namespace) -> list[dict]:
     relukan = args.basis == "relukan"
     print(f"device: {jax.devices()[0].device_kind}; batch {args.batch}; width -> width; "
           f"{'ReLU-KAN' if relukan else 'B-spline'} k=3; each pair round-robin, {args.repeats} rounds")
-    print(f"{'width':>5s} {'G':>3s} {'mlp ms':>9s} {'kan ms':>9s} {'kan/mlp':>8s} {'path':>7s} "
+    print(f"{'width':>5s} {'G':>3s} {'mlp ms':>9s} {'kan ms':>9s} {'kan/mlp':>8s} {'per round':>11s} {'path':>7s} "
           f"{'dense/mlp':>10s} {'before/mlp':>11s}")
     rows = []
     for width in (64, 256, 512):
@@ -272,15 +277,18 @@ def run_scaling(args: argparse.Namespace) -> list[dict]:
                       "dense": _DenseKAN(kan)}
             if not relukan:
                 layers["before"] = _reference_layer(width, width, jax.random.PRNGKey(0), grid)
-            sec = time_interleaved(layers, x, args.repeats)
+            rounds = layer_rounds(layers, x, args.repeats)
+            sec = medians(rounds)
             sec.setdefault("before", float("nan"))
+            low, _, high = ratio_quantiles(rounds, "kan", "mlp")
             path = "native" if kan._uses_native(x) else "dense"
             rows.append({"width": width, "grid_size": grid, "mlp_ms": sec["mlp"] * 1e3,
-                         "kan_ms": sec["kan"] * 1e3, "ratio": sec["kan"] / sec["mlp"], "path": path,
+                         "kan_ms": sec["kan"] * 1e3, "ratio": sec["kan"] / sec["mlp"],
+                         "round_ratio_p25": low, "round_ratio_p75": high, "path": path,
                          "dense_ms": sec["dense"] * 1e3, "dense_ratio": sec["dense"] / sec["mlp"],
                          "before_ms": sec["before"] * 1e3, "before_ratio": sec["before"] / sec["mlp"]})
             print(f"{width:5d} {grid:3d} {sec['mlp'] * 1e3:9.3f} {sec['kan'] * 1e3:9.3f} "
-                  f"{sec['kan'] / sec['mlp']:8.2f} {path:>7s} {sec['dense'] / sec['mlp']:10.2f} "
+                  f"{sec['kan'] / sec['mlp']:8.2f} {f'{low:.2f}-{high:.2f}':>11s} {path:>7s} {sec['dense'] / sec['mlp']:10.2f} "
                   f"{sec['before'] / sec['mlp']:11.2f}", flush=True)
     _write(rows, args.out_dir, "layers_scaling_relukan" if relukan else "layers_scaling")
     return rows

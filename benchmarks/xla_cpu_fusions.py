@@ -15,9 +15,8 @@ Prints ms per pass both ways and the speed-up (default / without). This process 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
-import statistics
-import time
 
 os.environ.setdefault("KAN_XLA_CPU_DEFAULTS", "1")  # before bases is imported: "default" = XLA's
 
@@ -29,6 +28,7 @@ from bases import trainable_filter  # noqa: E402
 from bases.xla_cpu import OPTION  # noqa: E402
 
 from .layers import LAYERS  # noqa: E402
+from .timing import medians, time_rounds  # noqa: E402
 
 DEMO_OBJECTIVE = "demo L-BFGS objective (value+grad)"
 VARIANTS = {"default": None, "no ynn": {OPTION: ""}}
@@ -67,15 +67,11 @@ def run(names: list[str], width: int, batch: int, repeats: int) -> dict[str, dic
             compiled = jax.jit(fn, compiler_options=options).lower(*args).compile()
             jax.block_until_ready(compiled(*args))
             programs[name, variant] = (compiled, args)
-    times: dict = {key: [] for key in programs}
-    for _ in range(repeats):
-        for key, (compiled, args) in programs.items():
-            start = time.perf_counter()
-            jax.block_until_ready(compiled(*args))
-            times[key].append(time.perf_counter() - start)
+    times = medians(time_rounds({key: functools.partial(compiled, *args)
+                                 for key, (compiled, args) in programs.items()}, repeats, warmup=0))
     out: dict[str, dict[str, float]] = {}
-    for (name, variant), ts in times.items():
-        out.setdefault(name, {})[variant] = statistics.median(ts)
+    for (name, variant), seconds in times.items():
+        out.setdefault(name, {})[variant] = seconds
     return out
 
 

@@ -1,0 +1,35 @@
+import pytest
+
+from benchmarks.timing import medians, ratio_quantiles, time_rounds
+
+
+def test_rounds_call_every_contender_once_per_round_after_warmup():
+    calls = []
+    fns = {name: (lambda name=name: calls.append(name)) for name in ("a", "b", "c")}
+    rounds = time_rounds(fns, repeats=3, warmup=2)
+    assert calls[:6] == ["a", "a", "b", "b", "c", "c"]  # warm-up, per contender
+    assert calls[6:] == ["a", "b", "c"] * 3  # then round-robin
+    assert {k: len(v) for k, v in rounds.items()} == {"a": 3, "b": 3, "c": 3}
+    assert all(t >= 0 for ts in rounds.values() for t in ts)
+
+
+def test_ratios_are_taken_per_round():
+    # The machine slows down 100x during the run, in the middle of round 2 (after the contender's
+    # call): per round the contender stays 5x the baseline except there, and the per-round median
+    # says 5x, where the ratio of the two medians says 0.05x.
+    rounds = {"mlp": [1.0, 1.0, 100.0, 100.0, 100.0], "kan": [5.0, 5.0, 5.0, 500.0, 500.0]}
+    meds = medians(rounds)
+    assert meds["kan"] / meds["mlp"] == pytest.approx(0.05)
+    p25, p50, p75 = ratio_quantiles(rounds, "kan", "mlp")
+    assert (p25, p50, p75) == (5.0, 5.0, 5.0)
+    steady = {"mlp": [1.0, 2.0, 4.0, 8.0], "kan": [2.0, 4.0, 8.0, 16.0]}
+    assert ratio_quantiles(steady, "kan", "mlp") == (2.0, 2.0, 2.0)
+
+
+def test_ratio_spread_and_errors():
+    rounds = {"base": [1.0] * 5, "x": [1.0, 2.0, 3.0, 4.0, 5.0]}
+    assert ratio_quantiles(rounds, "x", "base") == (2.0, 3.0, 4.0)
+    with pytest.raises(ValueError, match="same"):
+        ratio_quantiles({"base": [1.0], "x": [1.0, 2.0]}, "x", "base")
+    with pytest.raises(ValueError, match="repeats"):
+        time_rounds({"a": lambda: None}, repeats=0)
