@@ -5,7 +5,7 @@ from .xla_cpu import configure_xla_cpu
 configure_xla_cpu()  # before anything here compiles: see bases.xla_cpu
 
 
-from .basis import Basis, check_last_dim, gaussian_expectation
+from .basis import Basis, check_last_dim, gaussian_expectation, merge_last_two
 from .activation_pair import ACTIVATIONS, FUNCTION_TYPES, ActivationPair, get_activation, get_function_type
 from .bspline import BSpline, bspline_edge_sum
 from .chebyshev import Chebyshev
@@ -34,6 +34,7 @@ __all__ = [
     "bspline_edge_sum",
     "buffer_field",
     "check_last_dim",
+    "merge_last_two",
     "count_parameters",
     "host_array",
     "gaussian_expectation",

@@ -43,6 +43,13 @@ _QUAD_CHUNK = 64  # quadrature points per step: peak memory is one chunk of fn's
 
 
 @eqx.filter_jit
+def merge_last_two(a: Float[Array, "... d k"]) -> Float[Array, "... dk"]:
+    """``(..., d, k) -> (..., d * k)``, the feature axes of every input side by side. Unlike
+    ``reshape(..., -1)`` it also works when a leading axis is empty (a batch of no rows), where the
+    size of ``-1`` cannot be inferred."""
+    return a.reshape(a.shape[:-2] + (a.shape[-2] * a.shape[-1],))
+
+
 def _expectation(fn: Any, num_inputs: int) -> Array:
     n_chunks = -(-_QUAD_X.size // _QUAD_CHUNK)
     pad = n_chunks * _QUAD_CHUNK - _QUAD_X.size

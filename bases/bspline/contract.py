@@ -36,6 +36,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from .. import native_build
+from ..basis import merge_last_two
 from . import native
 from .local import dense_rows, local_pieces, local_pieces_and_derivatives
 
@@ -167,7 +168,7 @@ def _block_forward(cfg: _Config, grid: Array, weight: Array, xb: Array) -> Array
             y = y + cfg.activation(xb) @ weight[:, 0, :].T
         return y
     feats = _features(cfg, grid, xb)
-    return feats.reshape(xb.shape[0], -1) @ weight.reshape(weight.shape[0], -1).T
+    return merge_last_two(feats) @ weight.reshape(weight.shape[0], -1).T
 
 
 def _edge_sum(cfg: _Config, x: Array, grid: Array, weight: Array) -> Array:

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from bases import Basis, BSpline
+from bases import Basis, BSpline, merge_last_two
 
 from .layer import KANLayer
 
@@ -97,7 +97,7 @@ def extract_patches(x: Float[Array, "... H W C"], kernel: tuple[int, int], strid
     parts = [x[..., i * dh: i * dh + sh * (ho - 1) + 1: sh, j * dw: j * dw + sw * (wo - 1) + 1: sw, :]
              for i in range(kh) for j in range(kw)]
     stacked = jnp.stack(parts, axis=-2)  # (..., H', W', kh*kw, C)
-    return stacked.reshape(stacked.shape[:-2] + (-1,))
+    return merge_last_two(stacked)
 
 
 class ConvKAN2d(eqx.Module):

@@ -19,7 +19,7 @@ import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from bases import (Basis, BSpline, ReLUKAN, buffer_field, bspline_edge_sum, check_last_dim,
-                   gaussian_expectation, host_array)
+                   gaussian_expectation, host_array, merge_last_two)
 import bases.bspline.contract as bspline_contract
 from bases.bspline.native import native_relukan_sum, native_spline_sum
 from bases.init_random import scaled_normal
@@ -218,7 +218,7 @@ class KANLayer(eqx.Module):
             feats = jnp.concatenate([self.base_activation(x)[..., None].astype(feats.dtype), feats], -1)
             weight = jnp.concatenate([(self.base_weight * mask)[..., None], weight], axis=-1)
         lead = feats.shape[:-2]
-        flat = feats.reshape(lead + (-1,))
+        flat = merge_last_two(feats)
         return flat @ weight.reshape(self.out_features, -1).T.astype(flat.dtype)
 
     @eqx.filter_jit

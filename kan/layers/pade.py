@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from bases import check_last_dim, count_parameters
+from bases import check_last_dim, count_parameters, merge_last_two
 
 FORMS = ("plain", "smooth")
 DENOMINATORS = ("A", "B")
@@ -186,7 +186,7 @@ class PadeLayer(eqx.Module):
     @staticmethod
     def _contract(powers: Array, weight: Array, lo: int, hi: int) -> Array:
         p = powers[..., lo:hi, :]
-        p = p.reshape(p.shape[:-2] + (-1,))
+        p = merge_last_two(p)
         return p @ weight[:, lo:hi, :].reshape(weight.shape[0], -1).T
 
     @eqx.filter_jit

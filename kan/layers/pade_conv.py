@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from bases import count_parameters
+from bases import count_parameters, merge_last_two
 
 from .conv import Padding, Pads, check_padding, output_size, pair, resolve_pads
 from .pade import PadeLayer, check_config, combine_flops, init_numerator, input_powers, pade_combine, power_flops
@@ -79,7 +79,7 @@ class PadeConv2d(eqx.Module):
 
     def _contract(self, powers: Array, weight: Array, lo: int, hi: int) -> Array:
         p = powers[..., lo:hi, :]
-        p = p.reshape(p.shape[:-2] + (-1,))
+        p = merge_last_two(p)
         w = weight[:, :, lo:hi]
         w = w.reshape(w.shape[:2] + (-1, w.shape[-1]))
         return jax.lax.conv_general_dilated(p, w, self.stride, self._pads(p.shape[-3:-1]),

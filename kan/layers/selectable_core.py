@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
-from bases import Basis, buffer_field, check_last_dim, count_parameters
+from bases import Basis, buffer_field, check_last_dim, count_parameters, merge_last_two
 
 from .layer import KANLayer, _activation_second_moment
 from .selectable_refit import backfit
@@ -165,7 +165,7 @@ class SelectableKANLayer(eqx.Module):
             feats.insert(0, self.base_activation(x)[..., None].astype(feats[0].dtype))
             weights.insert(0, self.base_weight[..., None])
         flat = jnp.concatenate(feats, axis=-1)
-        flat = flat.reshape(flat.shape[:-2] + (-1,))
+        flat = merge_last_two(flat)
         w = jnp.concatenate(weights, axis=-1).reshape(self.out_features, -1)
         return flat @ w.T.astype(flat.dtype) + self.bias
 
