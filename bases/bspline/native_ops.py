@@ -10,9 +10,9 @@ against XLA's 1-2 ms, yet the step 10-20% slower: XLA then ran the step on one t
 kernels themselves (no gain); the pieces in ``(d, k + 1, rows)`` planes (rows 4 KiB apart alias in the
 cache); the pieces as XLA makes them, ``(k + 1, rows, d)`` planes with no transpose (XLA's part 1.0
 against 2.0 ms), regathered per input by the kernel (its grouping 0.56 -> 1.5-2 ms on one thread, the
-step 30% slower); ``dx`` written by the kernel as ``(rows, d)`` instead of transposed by XLA (2-7% slower); a
-backward that dots each weight row with ``dy`` before weighting by the slopes (one multiply-add per
-output fewer, 13-19% slower for its larger per-row buffer)."""
+step 30% slower); ``dx`` written by the kernel as ``(rows, d)`` instead of transposed by XLA (2-7%
+slower); a backward that dots each weight row with ``dy`` before weighting by the slopes (one
+multiply-add per output fewer, 13-19% slower for its larger per-row buffer)."""
 
 from __future__ import annotations
 
