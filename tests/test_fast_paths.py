@@ -116,3 +116,18 @@ def test_selectable_one_contraction_matches_per_space_sums():
     _close(eqx.filter_jit(layer)(x), eqx.filter_jit(reference)(layer, x), rtol=1e-5)
     _tree_close(jax.jit(jax.grad(loss(lambda m, x: m(x)), argnums=(0, 1)))(params, x),
                 jax.jit(jax.grad(loss(reference), argnums=(0, 1)))(params, x), rtol=1e-5)
+
+
+@pytest.mark.parametrize("contraction", ["auto", "dense", "native"])
+def test_low_precision_inputs_run_every_path_in_float32(contraction):
+    # A bfloat16 input is its float32 value on every path: the residual's SiLU is not evaluated in
+    # bfloat16 on one path and float32 on another.
+    from bases import BSpline, native_build
+    from kan import KANLayer
+
+    if contraction == "native" and not native_build.available():
+        pytest.skip("no native kernel here")
+    layer = KANLayer(16, 5, BSpline(16, 6), key=KEY, contraction=contraction)
+    x = (3.0 * jax.random.normal(KEY, (40, 16))).astype(jnp.bfloat16)
+    _close(layer(x), layer(x.astype(jnp.float32)), rtol=1e-6)
+    _close(layer.edge_functions(x), layer.edge_functions(x.astype(jnp.float32)), rtol=1e-6)

@@ -125,6 +125,7 @@ class KANLayer(eqx.Module):
         """``(..., in) -> (..., out)``; ``key`` is unused (accepted so the layer drops into
         ``eqx.nn.Sequential``)."""
         check_last_dim(x, self.in_features, "KANLayer")
+        x = x.astype(jnp.promote_types(x.dtype, jnp.float32))  # every path in float32 (or wider)
         mask = self._numeric_mask()
         if self._uses_native(x):
             y = self._native_sum(x, mask)
@@ -225,6 +226,7 @@ class KANLayer(eqx.Module):
     def edge_functions(self, x: Float[Array, "... in"]) -> Float[Array, "... out in"]:
         """Value of every edge function ``phi_od(x_d)`` (masked edges give 0)."""
         check_last_dim(x, self.in_features, "KANLayer.edge_functions")
+        x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
         phi = jnp.einsum("...dk,odk->...od", self.basis(x), self.spline_weight)
         if self.base_weight is not None:
             phi = phi + self.base_activation(x)[..., None, :] * self.base_weight
