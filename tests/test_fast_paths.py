@@ -131,3 +131,9 @@ def test_low_precision_inputs_run_every_path_in_float32(contraction):
     x = (3.0 * jax.random.normal(KEY, (40, 16))).astype(jnp.bfloat16)
     _close(layer(x), layer(x.astype(jnp.float32)), rtol=1e-6)
     _close(layer.edge_functions(x), layer.edge_functions(x.astype(jnp.float32)), rtol=1e-6)
+
+
+def test_selectable_layer_low_precision_input_is_its_float32_value():
+    layer = SelectableKANLayer(8, 3, ["chebyshev", "fourier"], key=KEY)
+    x = (2.0 * jax.random.normal(KEY, (30, 8))).astype(jnp.bfloat16)
+    _close(layer(x), layer(x.astype(jnp.float32)), rtol=1e-6)

@@ -155,6 +155,7 @@ class SelectableKANLayer(eqx.Module):
     def __call__(self, x: Float[Array, "... in"], *, key: Optional[PRNGKeyArray] = None) -> Float[Array, "... out"]:
         del key
         check_last_dim(x, self.in_features, "SelectableKANLayer")
+        x = x.astype(jnp.promote_types(x.dtype, jnp.float32))  # the residual's SiLU in float32 too
         # All spaces (and the base branch) in one contraction over (in, sum_c k_c [+ 1]); the
         # selection weights scale the (out, in, k) weights, not the (batch, in, k) features, so
         # their gradient is a small reduction over the weight gradient, not over the batch.
