@@ -39,10 +39,6 @@ def check_last_dim(x: Array, expected: int, who: str) -> None:
         raise TypeError(f"{who}: expected a floating-point input, got dtype {x.dtype}")
 
 
-_QUAD_CHUNK = 64  # quadrature points per step: peak memory is one chunk of fn's output, not 4001
-
-
-@eqx.filter_jit
 def merge_last_two(a: Float[Array, "... d k"]) -> Float[Array, "... dk"]:
     """``(..., d, k) -> (..., d * k)``, the feature axes of every input side by side. Unlike
     ``reshape(..., -1)`` it also works when a leading axis is empty (a batch of no rows), where the
@@ -50,6 +46,10 @@ def merge_last_two(a: Float[Array, "... d k"]) -> Float[Array, "... dk"]:
     return a.reshape(a.shape[:-2] + (a.shape[-2] * a.shape[-1],))
 
 
+_QUAD_CHUNK = 64  # quadrature points per step: peak memory is one chunk of fn's output, not 4001
+
+
+@eqx.filter_jit
 def _expectation(fn: Any, num_inputs: int) -> Array:
     n_chunks = -(-_QUAD_X.size // _QUAD_CHUNK)
     pad = n_chunks * _QUAD_CHUNK - _QUAD_X.size
