@@ -218,7 +218,6 @@ class KANLayer(eqx.Module):
             # Fold the residual branch into the same contraction: one matmul over in*(k+1).
             feats = jnp.concatenate([self.base_activation(x)[..., None].astype(feats.dtype), feats], -1)
             weight = jnp.concatenate([(self.base_weight * mask)[..., None], weight], axis=-1)
-        lead = feats.shape[:-2]
         flat = merge_last_two(feats)
         return flat @ weight.reshape(self.out_features, -1).T.astype(flat.dtype)
 
