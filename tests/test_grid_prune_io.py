@@ -6,7 +6,8 @@ import pytest
 
 from bases import BSpline
 import kan
-from kan import KAN, KANLayer, fit, load, prune, refine, save, update_grid, update_layer_grid
+from kan import (KAN, KANLayer, fit, load, prune, prune_edges, prune_nodes, refine, save, update_grid,
+                 update_layer_grid)
 from kan.edit.grid import refit_basis
 
 
@@ -84,6 +85,18 @@ def test_prune_removes_dead_hidden_nodes_and_keeps_outputs():
     pruned = prune(model, x)
     assert pruned.widths == (2, 2, 1)
     np.testing.assert_allclose(np.asarray(pruned(x)), np.asarray(model(x)), atol=1e-5)
+
+
+def test_prune_rejects_data_with_nan_or_inf():
+    # One NaN row made every attribution score NaN, and prune then dropped 3 of 4 hidden nodes.
+    model = KAN([2, 4, 1], key=jax.random.PRNGKey(0))
+    x = jax.random.uniform(jax.random.PRNGKey(1), (50, 2), minval=-1, maxval=1)
+    for bad in (x.at[2, 1].set(jnp.nan), x.at[7, 0].set(jnp.inf)):
+        for fn, name in ((prune, "prune"), (prune_nodes, "prune_nodes"), (prune_edges, "prune_edges")):
+            with pytest.raises(ValueError, match=f"{name}: x contains NaN or inf"):
+                fn(model, bad)
+    with pytest.raises(ValueError, match="prune_edges: expected x"):
+        prune_edges(model, x[:, :1])
 
 
 def test_prune_masks_weak_edges():

@@ -16,6 +16,17 @@ from ..train.regularization import attribution_scores
 from .surgery import keep_inputs, keep_outputs, replace_fields
 
 
+def _checked_samples(model, x: Array, who: str) -> Array:
+    """``x`` as an array after checking it is ``(n >= 1, in)`` and finite: attribution scores of data
+    with a NaN or inf are NaN, and would decide silently which nodes and edges go."""
+    x = jnp.asarray(x)
+    if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] != model.layers[0].in_features:
+        raise ValueError(f"{who}: expected x of shape (n>=1, {model.layers[0].in_features}), got {x.shape}")
+    if not bool(np.all(np.isfinite(np.asarray(x)))):
+        raise ValueError(f"{who}: x contains NaN or inf")
+    return x
+
+
 def keep_hidden_nodes(model, hidden: int, keep: np.ndarray):
     """``model`` with only the nodes ``keep`` (sorted indices) of hidden layer ``hidden`` (the input of
     ``model.layers[hidden]``); a kept multiplication node keeps both of its subnodes."""
@@ -48,7 +59,7 @@ def prune_nodes(model, x: Float[Array, "n in"], node_th: float = 1e-2, *, shrink
     """Remove hidden nodes whose attribution score is at most ``node_th`` (the model gets narrower;
     with ``shrink=False`` their edges are masked instead, shapes unchanged). A layer keeps at least
     its best node."""
-    node_scores, _ = attribution_scores(model, jnp.asarray(x))
+    node_scores, _ = attribution_scores(model, _checked_samples(model, x, "prune_nodes"))
     for hidden in range(1, len(model.layers)):
         scores = np.asarray(node_scores[hidden])
         keep = np.flatnonzero(scores > node_th)
@@ -61,7 +72,7 @@ def prune_nodes(model, x: Float[Array, "n in"], node_th: float = 1e-2, *, shrink
 
 def prune_edges(model, x: Float[Array, "n in"], edge_th: float = 3e-2):
     """Mask edges whose attribution score is at most ``edge_th``."""
-    _, edge_scores = attribution_scores(model, jnp.asarray(x))
+    _, edge_scores = attribution_scores(model, _checked_samples(model, x, "prune_edges"))
     masks = [host_array(np.asarray(layer.edge_mask) * (np.asarray(score) > edge_th), layer.edge_mask.dtype)
              for layer, score in zip(model.layers, edge_scores)]
     return eqx.tree_at(lambda m: [layer.edge_mask for layer in m.layers], model, masks)
@@ -98,9 +109,7 @@ def prune(model, x: Float[Array, "n in"], node_th: float = 1e-2, edge_th: float 
     edges masked), so retraining it reuses the programs compiled for the unpruned model; call
     :func:`drop_disconnected_nodes` afterwards for the narrow model. Both give the same function."""
     start = time.perf_counter()
-    x = jnp.asarray(x)
-    if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] != model.layers[0].in_features:
-        raise ValueError(f"prune: expected x of shape (n>=1, {model.layers[0].in_features}), got {x.shape}")
+    x = _checked_samples(model, x, "prune")
     pruned = prune_edges(prune_nodes(model, x, node_th, shrink=shrink), x, edge_th)
     narrow = drop_disconnected_nodes(pruned) if shrink or verbose else None
     if verbose:
