@@ -95,6 +95,12 @@ def test_bad_options_raise(small_kan):
     train = _data(16)
     with pytest.raises(ValueError, match="unknown optimizer"):
         fit(small_kan, train, steps=1, optimizer="sgdd", progress=False)
+    # A NaN or negative learning rate used to train anyway (the divergence guard then restored the start).
+    for lr in (float("nan"), -1.0, 0.0, float("inf")):
+        with pytest.raises(ValueError, match="learning_rate must be a finite number > 0"):
+            fit(small_kan, train, steps=1, learning_rate=lr, progress=False)
+    with pytest.raises(ValueError, match="weight_decay must be a finite number >= 0"):
+        fit(small_kan, train, steps=1, optimizer="adamw", weight_decay=float("nan"), progress=False)
     with pytest.raises(ValueError, match="full-batch"):
         fit(small_kan, train, steps=1, optimizer="lbfgs", batch_size=4, progress=False)
     with pytest.raises(TypeError, match="pair"):

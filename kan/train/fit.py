@@ -7,6 +7,7 @@ updates, early stopping on the validation loss and a tqdm progress bar with the 
 from __future__ import annotations
 
 import functools
+import math
 import time
 import warnings
 from typing import Any, Callable, Optional, Union
@@ -113,12 +114,24 @@ def _strong_types(tree: Any) -> Any:
     return jax.tree_util.tree_map(lambda a: jnp.asarray(a, a.dtype) if eqx.is_array(a) else a, tree)
 
 
+def _bad_number(value: Any, positive: bool) -> bool:
+    """Whether a plain number is NaN, infinite, or not above (``positive``) / below zero; anything else
+    (an optax schedule) is left to optax."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        return False
+    return not (math.isfinite(value) and (value > 0 if positive else value >= 0))
+
+
 @functools.lru_cache(maxsize=32)
 def _make_optimizer(optimizer: Union[str, optax.GradientTransformation], learning_rate: float,
                     weight_decay: float) -> Optional[optax.GradientTransformation]:
     if not isinstance(optimizer, str):
         return optimizer
     optimizer = optimizer.lower()
+    if optimizer in ("adam", "adamw") and _bad_number(learning_rate, positive=True):
+        raise ValueError(f"fit: learning_rate must be a finite number > 0, got {learning_rate!r}")
+    if optimizer == "adamw" and _bad_number(weight_decay, positive=False):
+        raise ValueError(f"fit: weight_decay must be a finite number >= 0, got {weight_decay!r}")
     if optimizer == "adam":
         return optax.adam(learning_rate)
     if optimizer == "adamw":
