@@ -26,6 +26,11 @@ def test_warmup_cosine_schedule():
         kt.warmup_cosine(1.0, total_steps=3, warmup_steps=5)
     with pytest.raises(ValueError, match="total_steps is required"):
         kt.make_optimizer(1e-3)
+    for peak in (float("inf"), float("nan"), 0.0):  # inf used to pass, and every update was NaN
+        with pytest.raises(ValueError, match="peak > 0"):
+            kt.warmup_cosine(peak, total_steps=10)
+    with pytest.raises(ValueError, match="weight_decay"):
+        kt.make_optimizer(1e-3, total_steps=10, weight_decay=float("nan"))
 
 
 def test_decay_mask_skips_rationals_biases_norms_and_embeddings(key):

@@ -8,6 +8,7 @@ with that schedule and decoupled weight decay on matrices only (:func:`decay_mas
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Optional
 
 import equinox as eqx
@@ -33,7 +34,7 @@ def warmup_cosine(peak: float, total_steps: int, warmup_steps: int = 0,
     if total < 1 or warmup < 0 or warmup > total:
         raise ValueError(f"warmup_cosine: need total_steps >= 1 and 0 <= warmup_steps <= total_steps, "
                          f"got {total_steps}, {warmup_steps}")
-    if not peak > 0 or not 0.0 <= end_ratio <= 1.0:
+    if not (math.isfinite(peak) and peak > 0) or not 0.0 <= end_ratio <= 1.0:
         raise ValueError(f"warmup_cosine: need peak > 0 and end_ratio in [0, 1], got {peak}, {end_ratio}")
     end = float(peak) * float(end_ratio)
 
@@ -87,8 +88,8 @@ def make_optimizer(
         if total_steps is None:
             raise ValueError("make_optimizer: total_steps is required for a float learning_rate")
         schedule = warmup_cosine(float(learning_rate), total_steps, warmup_steps, end_ratio)
-    if weight_decay < 0:
-        raise ValueError(f"make_optimizer: weight_decay must be >= 0, got {weight_decay}")
+    if not (math.isfinite(weight_decay) and weight_decay >= 0):
+        raise ValueError(f"make_optimizer: weight_decay must be a finite number >= 0, got {weight_decay}")
     parts = []
     if clip_norm is not None:
         if not clip_norm > 0:
