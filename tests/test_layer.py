@@ -45,6 +45,10 @@ def test_wrong_inputs_raise(key):
         KANLayer(3, 2, BSpline(4), key=key)
     with pytest.raises(ValueError, match="widths"):
         KAN([3], key=key)
+    for scale in (float("nan"), float("inf"), -1.0):  # NaN used to give NaN weights silently
+        with pytest.raises(ValueError, match="init_scale must be a finite number >= 0"):
+            KANLayer(3, 2, key=key, init_scale=scale)
+    assert float(jnp.abs(KANLayer(3, 2, key=key, init_scale=0.0).spline_weight).max()) == 0.0
 
 
 def test_parameter_count_matches_formula(key):

@@ -165,6 +165,8 @@ def test_clear_errors(dense):
         kan.PadeLayer(2, 2, key=KEY, denominator="C")
     with pytest.raises(ValueError, match="degree"):
         kan.PadeLayer(2, 2, 0, 2, key=KEY)
+    with pytest.raises(ValueError, match="init_scale"):
+        kan.PadeLayer(2, 2, key=KEY, init_scale=float("nan"))
     with pytest.raises(ValueError, match=r"\(\.\.\., 3\)"):
         layer(jnp.ones((4, 2)))
     with pytest.raises(TypeError, match="floating"):

@@ -100,6 +100,8 @@ class KANLayer(eqx.Module):
         key_spline, key_base = jax.random.split(key)
         if not 0.0 < spline_share <= 1.0:
             raise ValueError(f"KANLayer: spline_share must be in (0, 1], got {spline_share}")
+        if not (np.isfinite(init_scale) and init_scale >= 0):
+            raise ValueError(f"KANLayer: init_scale must be a finite number >= 0, got {init_scale}")
         basis_share = spline_share if base_activation is not None else 1.0
         trace = float(np.sum(np.asarray(basis.gaussian_second_moment_trace())))
         spline_std = init_scale * np.sqrt(basis_share / max(trace, 1e-12))

@@ -75,6 +75,8 @@ def init_numerator(key: PRNGKeyArray, out: int, fan_in: int, degree: int, form: 
     """Numerator weights ``(out, K, fan_in)`` with the variances of :func:`power_stds`: ``W_1`` a scaled
     (semi-)orthogonal matrix (Saxe et al. 2014, as :class:`kan.MLP`: rows of fixed norm, so deep
     stacks do not random-walk their variance), higher powers Gaussian."""
+    if not (np.isfinite(init_scale) and init_scale >= 0):
+        raise ValueError(f"PadeLayer: init_scale must be a finite number >= 0, got {init_scale}")
     stds = init_scale * power_stds(degree, fan_in, form, higher_share)
     noise = np.asarray(jax.random.normal(key, (out, degree, fan_in)), np.float64)
     # W_1: the Gaussian draw orthogonalised by QR on the host (no XLA QR to compile per shape)
