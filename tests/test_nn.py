@@ -64,6 +64,12 @@ def test_gpt_shapes_tied_embedding_and_sampling(key):
     assert untied.num_parameters() == model.num_parameters() + 11 * W + 11
     with pytest.raises(ValueError, match="max_len"):
         model(jnp.zeros((9,), jnp.int32))
+    # An id outside the vocabulary was clamped to another token by the embedding gather.
+    for bad in (jnp.array([1, 11, 3]), jnp.array([1, -1, 3])):
+        with pytest.raises(ValueError, match=r"token ids must be in \[0, 11\)"):
+            model(bad)
+        with pytest.raises(ValueError, match=r"sample: token ids must be in \[0, 11\)"):
+            kan.nn.sample(model, bad, 2, key=key)
 
 
 def test_vit_shapes_and_save_load(key, tmp_path):

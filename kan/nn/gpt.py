@@ -83,6 +83,7 @@ class GPT(eqx.Module):
         if tokens.ndim < 1 or not 1 <= tokens.shape[-1] <= self.max_len:
             raise ValueError(f"GPT: expected tokens (..., seq) with 1 <= seq <= max_len={self.max_len}, "
                              f"got shape {tuple(tokens.shape)}")
+        _check_token_range(tokens, self.vocab_size, "GPT")
         return self.token_embed[tokens] + self.pos_embed[: tokens.shape[-1]]
 
     def __call__(self, tokens: Int[Array, "... s"], *, key: Optional[PRNGKeyArray] = None,
@@ -113,6 +114,17 @@ def _next_token(model: GPT, window: Array, last: Array, key: PRNGKeyArray, tempe
     return jax.random.categorical(key, logits / temperature)
 
 
+def _check_token_range(tokens, vocab_size: int, who: str) -> None:
+    """Raise if concrete ``tokens`` hold an id outside ``[0, vocab_size)``: the embedding gather would
+    clamp it to another token without a word. Traced tokens (inside ``jit``) cannot be checked."""
+    if isinstance(tokens, jax.core.Tracer):
+        return
+    ids = np.asarray(tokens)
+    if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= vocab_size):
+        raise ValueError(f"{who}: token ids must be in [0, {vocab_size}), got ids from {int(ids.min())} "
+                         f"to {int(ids.max())}")
+
+
 def sample(model: GPT, prompt: Int[Array, " t"], num_tokens: int, *, key: PRNGKeyArray,
            temperature: float = 1.0) -> Int[Array, " t_plus_n"]:
     """Continue a 1-D ``prompt`` by ``num_tokens`` sampled tokens (``(t,) -> (t + num_tokens,)``).
@@ -126,6 +138,7 @@ def sample(model: GPT, prompt: Int[Array, " t"], num_tokens: int, *, key: PRNGKe
         raise ValueError(f"sample: prompt must be a non-empty 1-D token array, got shape {prompt.shape}")
     if not temperature > 0:
         raise ValueError(f"sample: temperature must be > 0, got {temperature}")
+    _check_token_range(prompt, model.vocab_size, "sample")
     seq = list(prompt)
     for k in jax.random.split(key, int(num_tokens)):
         ctx = seq[-model.max_len:]
