@@ -114,3 +114,11 @@ def test_layers_and_models_drop_into_eqx_sequential():
     k = jax.random.split(jax.random.PRNGKey(0), 3)
     seq = eqx.nn.Sequential([kan.KANLayer(2, 3, key=k[0]), kan.MLP([3, 2], key=k[1]), kan.KAN([2, 2, 1], key=k[2])])
     assert seq(jnp.ones((4, 2)), key=k[0]).shape == (4, 1)
+
+
+def test_create_dataset_names_points_where_f_is_not_finite():
+    # log of the negative half of [-1, 1] used to come back as NaN labels, without a word.
+    with pytest.raises(ValueError, match=r"create_dataset: f gives NaN or inf at \d+ of 50 train points"):
+        kan.create_dataset(lambda x: jnp.log(x[:, :1]), 2, train_num=50, test_num=5)
+    data = kan.create_dataset(lambda x: jnp.log(x[:, :1]), 2, ranges=(0.5, 2.0), train_num=50, test_num=5)
+    assert bool(jnp.all(jnp.isfinite(data["train_label"])))

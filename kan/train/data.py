@@ -42,6 +42,11 @@ def create_dataset(
         y = y[:, None] if y.ndim == 1 else y
         if y.ndim != 2 or y.shape[0] != x.shape[0]:
             raise ValueError(f"create_dataset: f must map (n, {n_var}) to (n,) or (n, out), got {y.shape}")
+        finite = np.all(np.isfinite(np.asarray(y)), axis=1)
+        if not finite.all():
+            where = np.asarray(x)[int(np.argmin(finite))]
+            raise ValueError(f"create_dataset: f gives NaN or inf at {int((~finite).sum())} of {num} {split} "
+                             f"points (the first at x = {where.tolist()}); narrow ranges to f's domain")
         out[f"{split}_input"], out[f"{split}_label"] = x, y
     return out
 
