@@ -77,7 +77,8 @@ class GPT(eqx.Module):
         return self.token_embed.shape[1]
 
     def embed(self, tokens: Int[Array, "... s"]) -> Float[Array, "... s d"]:
-        """Token plus positional embeddings."""
+        """Token plus positional embeddings. Token ids outside ``[0, vocab_size)`` raise where the tokens
+        are concrete; inside ``jit`` they are tracers and cannot be checked."""
         if not jnp.issubdtype(tokens.dtype, jnp.integer):
             raise TypeError(f"GPT: tokens must be integers, got dtype {tokens.dtype}")
         if tokens.ndim < 1 or not 1 <= tokens.shape[-1] <= self.max_len:
