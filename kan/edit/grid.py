@@ -21,19 +21,21 @@ from ..layers.mult import layer_output_to_nodes
 _features = eqx.filter_jit(lambda basis, x: basis(x))
 
 
-def _check_samples(x: Array, d: int, who: str) -> np.ndarray:
+def check_samples(x: Array, d: int, who: str) -> np.ndarray:
+    """``x`` as float64 NumPy after checking it is ``(n >= 1, d)`` and finite (grids placed on, or
+    attribution scores taken over, data with a NaN would be NaN)."""
     x = np.asarray(x, np.float64)
     if x.ndim != 2 or x.shape[1] != d or x.shape[0] == 0:
-        raise ValueError(f"{who}: expected samples of shape (n>=1, {d}), got {x.shape}")
+        raise ValueError(f"{who}: expected x of shape (n>=1, {d}), got {x.shape}")
     if not np.all(np.isfinite(x)):
-        raise ValueError(f"{who}: samples contain NaN or inf")
+        raise ValueError(f"{who}: x contains NaN or inf")
     return x
 
 
 def refit_basis(layer: KANLayer, new_basis: Basis, x: Float[Array, "n in"]) -> KANLayer:
     """``layer`` with ``new_basis`` and spline weights refitted so that each edge's basis part
     matches the old one on the samples ``x`` (least squares per input coordinate)."""
-    x = _check_samples(x, layer.in_features, "refit_basis")
+    x = check_samples(x, layer.in_features, "refit_basis")
     x32 = host_array(x, np.float32)
     old_feats = np.asarray(_features(layer.basis, x32), np.float64)  # (n, d, k)
     new_feats = np.asarray(_features(new_basis, x32), np.float64)  # (n, d, k')
@@ -49,7 +51,7 @@ def refit_basis(layer: KANLayer, new_basis: Basis, x: Float[Array, "n in"]) -> K
 
 def update_layer_grid(layer: KANLayer, x: Float[Array, "n in"], grid_eps: float = 0.02) -> KANLayer:
     """Adapt the layer's grid to the samples ``x`` (its inputs) keeping the edge functions."""
-    x = _check_samples(x, layer.in_features, "update_grid")
+    x = check_samples(x, layer.in_features, "update_grid")
     new_basis = layer.basis.update_grid(x, grid_eps)
     if new_basis is layer.basis:
         return layer
@@ -84,7 +86,7 @@ def refine(model, grid_size: int, x: Float[Array, "n in"] | None = None, grid_ep
     kept where the data is (also for hidden inputs outside the old grid range).
     """
     layers = []
-    h = None if x is None else host_array(_check_samples(x, model.layers[0].in_features, "refine"),
+    h = None if x is None else host_array(check_samples(x, model.layers[0].in_features, "refine"),
                                           np.float32)
     for l, layer in enumerate(model.layers):
         if not hasattr(layer.basis, "with_grid_size"):

@@ -13,18 +13,14 @@ from bases import host_array
 
 from ..layers.mult import mult_counts, node_to_subnodes, subnodes_of
 from ..train.regularization import attribution_scores
+from .grid import check_samples
 from .surgery import keep_inputs, keep_outputs, replace_fields
 
 
 def _checked_samples(model, x: Array, who: str) -> Array:
-    """``x`` as an array after checking it is ``(n >= 1, in)`` and finite: attribution scores of data
-    with a NaN or inf are NaN, and would decide silently which nodes and edges go."""
-    x = jnp.asarray(x)
-    if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] != model.layers[0].in_features:
-        raise ValueError(f"{who}: expected x of shape (n>=1, {model.layers[0].in_features}), got {x.shape}")
-    if not bool(np.all(np.isfinite(np.asarray(x)))):
-        raise ValueError(f"{who}: x contains NaN or inf")
-    return x
+    """``x`` as an array, checked by :func:`kan.edit.grid.check_samples` against the model's inputs."""
+    check_samples(x, model.layers[0].in_features, who)
+    return jnp.asarray(x)
 
 
 def keep_hidden_nodes(model, hidden: int, keep: np.ndarray):

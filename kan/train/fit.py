@@ -114,24 +114,12 @@ def _strong_types(tree: Any) -> Any:
     return jax.tree_util.tree_map(lambda a: jnp.asarray(a, a.dtype) if eqx.is_array(a) else a, tree)
 
 
-def _bad_number(value: Any, positive: bool) -> bool:
-    """Whether a plain number is NaN, infinite, or not above (``positive``) / below zero; anything else
-    (an optax schedule) is left to optax."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        return False
-    return not (math.isfinite(value) and (value > 0 if positive else value >= 0))
-
-
 @functools.lru_cache(maxsize=32)
 def _make_optimizer(optimizer: Union[str, optax.GradientTransformation], learning_rate: float,
                     weight_decay: float) -> Optional[optax.GradientTransformation]:
     if not isinstance(optimizer, str):
         return optimizer
     optimizer = optimizer.lower()
-    if optimizer in ("adam", "adamw") and _bad_number(learning_rate, positive=True):
-        raise ValueError(f"fit: learning_rate must be a finite number > 0, got {learning_rate!r}")
-    if optimizer == "adamw" and _bad_number(weight_decay, positive=False):
-        raise ValueError(f"fit: weight_decay must be a finite number >= 0, got {weight_decay!r}")
     if optimizer == "adam":
         return optax.adam(learning_rate)
     if optimizer == "adamw":
@@ -287,8 +275,14 @@ def fit(
         raise ValueError(f"fit: batch_size must be >= 1, got {batch_size}")
     if lamb < 0:
         raise ValueError(f"fit: lamb must be >= 0, got {lamb}")
+    named = optimizer.lower() if isinstance(optimizer, str) else None
+    if (named in ("adam", "adamw") and not callable(learning_rate)
+            and not (math.isfinite(learning_rate) and learning_rate > 0)):
+        raise ValueError(f"fit: learning_rate must be a finite number > 0, got {learning_rate!r}")
+    if named == "adamw" and not (math.isfinite(weight_decay) and weight_decay >= 0):
+        raise ValueError(f"fit: weight_decay must be a finite number >= 0, got {weight_decay!r}")
     use_batches = batch_size is not None and batch_size < n
-    is_lbfgs = isinstance(optimizer, str) and optimizer.lower() == "lbfgs"
+    is_lbfgs = named == "lbfgs"
     if is_lbfgs and use_batches:
         raise ValueError("fit: L-BFGS is full-batch; leave batch_size=None")
     key = jax.random.PRNGKey(0) if key is None else key
