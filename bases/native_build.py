@@ -30,14 +30,18 @@ from typing import Optional
 import jax
 
 _HERE = Path(__file__).parent
-SOURCES = (_HERE / "bspline" / "csrc" / "local_contract.cc", _HERE / "kernels" / "csrc" / "rational_backward.cc")
+SOURCES = (_HERE / "bspline" / "csrc" / "local_contract.cc", _HERE / "kernels" / "csrc" / "rational_backward.cc",
+           _HERE / "kernels" / "csrc" / "pair_stats.cc")
 HEADERS = (_HERE / "csrc" / "parallel_chunks.h",)
 FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w")
 FORWARD_TARGET = "kan_bspline_local_forward"
 BACKWARD_TARGET = "kan_bspline_local_backward"
 RATIONAL_BACKWARD_TARGET = "kan_rational_backward"
+PAIR_STATS_FORWARD_TARGET = "kan_pair_stats_forward"
+PAIR_STATS_BACKWARD_TARGET = "kan_pair_stats_backward"
 _SYMBOLS = {FORWARD_TARGET: "KanLocalForward", BACKWARD_TARGET: "KanLocalBackward",
-            RATIONAL_BACKWARD_TARGET: "KanRationalBackward"}
+            RATIONAL_BACKWARD_TARGET: "KanRationalBackward", PAIR_STATS_FORWARD_TARGET: "KanPairStatsForward",
+            PAIR_STATS_BACKWARD_TARGET: "KanPairStatsBackward"}
 ENV_SWITCH = "KAN_NATIVE"
 ENV_CACHE = "KAN_NATIVE_CACHE"
 _OFF = {"0", "off", "no", "false", "none"}

@@ -47,7 +47,7 @@ import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from bases import ActivationPair, check_last_dim, count_parameters, get_activation
-from bases.activation_pair import pair_feature_stats
+from bases.kernels.pair_stats_native import pair_stats
 from bases.init_random import scaled_normal
 
 from .layer import _activation_second_moment
@@ -143,7 +143,7 @@ class AFKANLayer(eqx.Module):
         (:func:`bases.activation_pair.pair_feature_stats`), then the ``(..., d)`` values are scaled."""
         x, start, end = self.basis._inputs(x, "AFKANLayer")
         v = self.score_weight.astype(x.dtype)
-        dot, total, row_lo, row_hi = pair_feature_stats(self.basis.activation, self.basis.function_type,
+        dot, total, row_lo, row_hi = pair_stats(self.basis.activation, self.basis.function_type,
                                                         x[..., 0], start, end, v)
         lo, scale = self._min_max_scale(row_lo, row_hi)
         scores = (dot - lo * jnp.sum(v)) * scale + self.score_bias
