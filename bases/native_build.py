@@ -1,6 +1,7 @@
 """Build and load the package's CPU kernels: the local B-spline contraction
-(``bspline/csrc/local_contract.cc``, used by :mod:`bases.bspline.native`) and the rational backward
-(``kernels/csrc/rational_backward.cc``, used by :mod:`bases.kernels.rational_native`).
+(``bspline/csrc/local_contract.cc``, used by :mod:`bases.bspline.native`), the rational backward
+(``kernels/csrc/rational_backward.cc``, used by :mod:`bases.kernels.rational_native`) and AF-KAN's
+feature statistics (``kernels/csrc/pair_stats.cc``, used by :mod:`bases.kernels.pair_stats_native`).
 
 They are C++ against the XLA FFI headers that ship with jaxlib (``jax.ffi.include_dir()``), built into
 one library, compiled once per machine with the system C++ compiler (``$CXX``, else ``g++``, ``c++`` or ``clang++``)
@@ -10,7 +11,8 @@ jaxlib's version and the CPU's model and flags, so a changed source, toolchain o
 two processes building at once each write a private file and rename it into place.
 
 ``KAN_NATIVE=0`` (or ``off``/``no``/``false``) turns the kernels off: ``contraction="auto"`` then stays
-on the XLA paths, ``contraction="native"`` raises, and the rational backward runs on XLA. Without a compiler, or when the build fails, the
+on the XLA paths, ``contraction="native"`` raises, and the rational backward and AF-KAN's statistics
+run on XLA. Without a compiler, or when the build fails, the
 same happens, and :func:`unavailable_reason` says why (the compiler's message included).
 """
 

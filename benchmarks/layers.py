@@ -54,6 +54,8 @@ from bases.bspline.features import autodiff_features
 from bases import (ActivationPair, BSpline, Chebyshev, Fourier, GaussianRBF, ReLUKAN, count_parameters,
                    get_activation, trainable_filter)
 from kan import KANLayer, MLP
+from bases.activation_pair import pair_feature_stats
+from kan.layers import afkan_layer
 from kan.layers.afkan_layer import AFKANLayer
 from kan.layers.selectable_layer import SelectableKANLayer
 
@@ -137,6 +139,18 @@ class _AutodiffAFKAN(eqx.Module):
         return get_activation(m.activation)(z * m.norm_weight + m.norm_bias) @ m.weight.T
 
 
+class _XlaStatsAFKAN(eqx.Module):
+    """AF-KAN's global-attention layer with its feature statistics on XLA
+    (:func:`bases.activation_pair.pair_feature_stats`) instead of the native kernels (the "before" of
+    :mod:`bases.kernels.pair_stats_native`)."""
+
+    layer: AFKANLayer
+
+    def __call__(self, x):
+        with afkan_layer.statistics(pair_feature_stats):
+            return self.layer(x)
+
+
 MLP_NAME = "mlp (gelu+linear)"
 #: name -> factory(in_features, out_features, key); other layer kinds register themselves here.
 LAYERS: dict[str, LayerFactory] = {
@@ -155,6 +169,8 @@ LAYERS.update({
     "kan relu-kan G=5 k=3": lambda i, o, k: KANLayer(i, o, ReLUKAN(i, 5, 3), key=k),
     "kan af-pair silu/quad1 G=3 k=3": lambda i, o, k: KANLayer(i, o, ActivationPair(i, 3, 3), key=k),
     "af-kan global_attn G=3 k=3": lambda i, o, k: AFKANLayer(i, o, 3, 3, key=k),
+    "af-kan global_attn G=3 k=3 (before: XLA statistics)": lambda i, o, k: _XlaStatsAFKAN(
+        AFKANLayer(i, o, 3, 3, key=k)),
     "af-kan global_attn G=3 k=3 (before: autodiff reduction)": lambda i, o, k: _AutodiffAFKAN(
         AFKANLayer(i, o, 3, 3, key=k)),
     "s-kan cheb/fourier/rbf (training)": lambda i, o, k: SelectableKANLayer(

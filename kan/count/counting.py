@@ -19,7 +19,9 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from bases import BSpline, count_parameters as _pytree_count
+from bases.activation_pair import pair_feature_stats
 
+from ..layers import afkan_layer
 from ..layers.afkan_layer import AFKANLayer
 from ..layers.group_layer import GroupKANLayer
 from ..layers.layer import KANLayer
@@ -163,11 +165,13 @@ def xla_flops(model: Any, x: Float[Array, "batch in"], *, optimized: bool = True
     states it, before compilation (cheap: nothing is compiled). XLA does not see inside custom calls:
     B-spline layers on the native CPU kernel (``bases.bspline.native``, chosen by ``contraction="auto"``
     for fine grids and large batches) count only their XLA parts; build them with
-    ``contraction="dense"`` to measure the dense contraction.
+    ``contraction="dense"`` to measure the dense contraction. AF-KAN layers are traced with their
+    feature statistics on XLA (:func:`kan.layers.afkan_layer.statistics`), not the native kernels.
     """
     if not hasattr(x, "ndim") or x.ndim < 2:
         raise ValueError("xla_flops: x must be a batch (batch, ..., in) of inputs")
-    lowered = jax.jit(lambda m, inputs: m(inputs)).lower(model, x)
+    with afkan_layer.statistics(pair_feature_stats):
+        lowered = jax.jit(lambda m, inputs: m(inputs)).lower(model, x)
     cost = lowered.compile().cost_analysis() if optimized else lowered.cost_analysis()
     if isinstance(cost, (list, tuple)):
         cost = cost[0]

@@ -26,11 +26,12 @@ published code uses ``(0, 1)``), with start/end points trained and shared by all
 Speed: for ``"global_attn"`` and ``"linear"`` the min-max scaling is applied after the reduction over
 the ``K`` functions (both are affine in the features), so the normalised ``(..., d, K)`` tensor is
 never formed; the per-input sums, minima and maxima come from
-:func:`bases.activation_pair.pair_feature_stats`, whose custom JVP reduces the features' tangents
-straight to those four values (forward mode and Hessians work; reverse mode is its transpose). Layer
-128 -> 128, batch 1024, fwd+bwd against XLA's autodiff of the same math (``benchmarks.layers``,
-"before: autodiff reduction", 2 CPU cores, 5 runs): 0.81-0.85x the time (4.6-5.1x an MLP layer),
-0.63x the XLA memory of the step (14.2 vs 22.7 MiB; 113 vs 180 MiB at batch 8192).
+:func:`bases.kernels.pair_stats_native.pair_stats`: on the CPU in float32 (activations relu, silu,
+sigmoid, tanh) two native kernels, forward and backward each in one pass; elsewhere
+:func:`bases.activation_pair.pair_feature_stats`, whose custom JVP reduces the features' tangents straight
+to those four values (forward mode and Hessians work; reverse mode is its transpose). Layer 128 -> 128,
+batch 1024, fwd+bwd, 2 CPU cores (``benchmarks.layers``): 3.2-3.4x an MLP layer with the kernels
+against 4.7-5.2x with XLA's function, and 5.9x with XLA's autodiff of the same math.
 
 Init: LayerNorm makes each sample's ``z`` zero-mean, unit-variance over the inputs, so ``W`` is drawn
 with ``Var = 1 / (in * E[act(u)^2])``, u ~ N(0, 1), which keeps the output variance near 1.
@@ -38,7 +39,8 @@ with ``Var = 1 / (in * E[act(u)^2])``, u ~ N(0, 1), which keeps the output varia
 
 from __future__ import annotations
 
-from typing import Optional
+import contextlib
+from typing import Callable, Iterator, Optional
 
 import equinox as eqx
 import jax
@@ -55,6 +57,19 @@ from .layer import _activation_second_moment
 REDUCTIONS = ("global_attn", "spatial_attn", "linear")
 NORMALIZATIONS = ("per_sample", "batch", "none")
 _EPS = 1e-6
+_statistics: list[Callable] = [pair_stats]  # what _reduce_raw calls; swapped by statistics()
+
+
+@contextlib.contextmanager
+def statistics(fn: Callable) -> Iterator[None]:
+    """Within the block, layers *traced* compute their feature statistics with ``fn`` (the signature of
+    :func:`bases.activation_pair.pair_feature_stats`) instead of :func:`pair_stats`: for benchmarks and
+    tests that compare the native kernels with XLA's function (compiled programs keep what they traced)."""
+    _statistics.append(fn)
+    try:
+        yield
+    finally:
+        _statistics.pop()
 
 
 def _check_choice(value: str, valid: tuple[str, ...], what: str) -> None:
@@ -143,8 +158,8 @@ class AFKANLayer(eqx.Module):
         (:func:`bases.activation_pair.pair_feature_stats`), then the ``(..., d)`` values are scaled."""
         x, start, end = self.basis._inputs(x, "AFKANLayer")
         v = self.score_weight.astype(x.dtype)
-        dot, total, row_lo, row_hi = pair_stats(self.basis.activation, self.basis.function_type,
-                                                        x[..., 0], start, end, v)
+        dot, total, row_lo, row_hi = _statistics[-1](self.basis.activation, self.basis.function_type,
+                                                     x[..., 0], start, end, v)
         lo, scale = self._min_max_scale(row_lo, row_hi)
         scores = (dot - lo * jnp.sum(v)) * scale + self.score_bias
         if self.reduction == "linear":
