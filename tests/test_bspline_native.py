@@ -156,7 +156,8 @@ def test_bad_inputs_raise_clear_errors():
 
 
 def test_switched_off_kernel_names_the_reason(tmp_path):
-    # A fresh process with the kernel turned off: "auto" stays dense, "native" raises naming the switch.
+    # A fresh process with the kernel turned off: "auto" stays dense, "native" raises naming the switch;
+    # AF-KAN's statistics run on XLA (no custom call in its training step).
     code = (
         "import jax, jax.numpy as jnp\n"
         "from bases import BSpline\n"
@@ -172,6 +173,10 @@ def test_switched_off_kernel_names_the_reason(tmp_path):
         "    assert 'KAN_NATIVE' in str(err), err\n"
         "else:\n"
         "    raise SystemExit('no error')\n"
+        "from kan import AFKANLayer\n"
+        "af = AFKANLayer(4, 2, key=jax.random.PRNGKey(0))\n"
+        "text = jax.jit(jax.grad(lambda x: af(x).sum())).lower(jnp.ones((3, 4))).as_text()\n"
+        "assert 'custom_call' not in text and bool(jnp.all(jnp.isfinite(af(jnp.ones((3, 4))))))\n"
     )
     env = dict(os.environ, KAN_NATIVE="0", KAN_NATIVE_CACHE=str(tmp_path), JAX_PLATFORMS="cpu")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
