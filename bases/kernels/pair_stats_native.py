@@ -1,15 +1,15 @@
-"""AF-KAN's per-input feature statistics (:func:`bases.activation_pair.pair_feature_stats`) with the
-reverse pass on a CPU kernel (``csrc/pair_stats_backward.cc``, built by :mod:`bases.native_build`).
+"""AF-KAN's per-input feature statistics (:func:`bases.activation_pair.pair_feature_stats`) on two CPU
+kernels (``csrc/pair_stats.cc``, built by :mod:`bases.native_build`): the forward in one pass over
+``x``, the backward in one pass over ``x`` and the four cotangents.
 
-XLA:CPU runs that backward as some twenty loops over ``(rows, d, K)`` and ``(rows, d)`` arrays (the
-activations, their partials, the tie masks of ``min`` / ``max``, four cotangent reductions over the
-``K`` windows, the window sums over the batch). The kernel recomputes the ``K`` activation pairs of one
-input in registers and writes ``dx`` and the window gradients in one pass over ``x`` and the four
-cotangents. The forward stays XLA's; forward mode and higher orders run XLA's
-:func:`~bases.activation_pair.pair_feature_stats` (:func:`bases.kernel_ad.kernel_op`).
+XLA:CPU compiles the forward and backward into 16 loops, 10 of them over ``(rows, d, K)`` or
+``(rows, d)`` arrays (the activations, their partials, the tie masks of ``min`` / ``max``, four
+cotangent reductions over the short minor axis ``K``, the window sums over the batch). The kernels
+recompute the ``K`` activation pairs of 16 inputs in registers. Forward mode and higher orders run
+XLA's :func:`~bases.activation_pair.pair_feature_stats` (:func:`bases.kernel_ad.kernel_op`).
 
-:func:`pair_stats` picks the kernel where :func:`native_usable` says so and is otherwise
-``pair_feature_stats`` itself; ``KAN_NATIVE=0`` turns the kernel off.
+:func:`pair_stats` picks the kernels where :func:`native_usable` says so and is otherwise
+``pair_feature_stats`` itself; ``KAN_NATIVE=0`` turns the kernels off.
 """
 
 from __future__ import annotations
