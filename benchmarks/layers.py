@@ -1,7 +1,7 @@
 """Forward+backward time and training memory of each layer kind against an MLP layer, in one run.
 
     python -m benchmarks.layers [--in 128] [--out 128] [--batch 1024] [--repeats 50] [--only NAME ...] [--floor]
-    python -m benchmarks.layers --scaling [--basis bspline|relukan] [--batch 1024] [--repeats 20]
+    python -m benchmarks.layers --scaling [--basis bspline|relukan|rbf] [--batch 1024] [--repeats 20]
     python -m benchmarks.layers --memory [--in 256] [--out 256] [--batch 32768] [--grid 10]
 
 The baseline is an MLP layer of the same in/out sizes (GELU then Linear). Every layer is timed as
@@ -23,7 +23,9 @@ floor's on that machine.
 ``in * (G + k + 1)``, what ``"auto"`` ran before the native kernel; "path" says which one ``"auto"``
 takes) and differentiated by autodiff through its basis evaluation ("before": no closed-form B-spline
 derivative). ``--basis relukan``: the same table for a ReLU-KAN layer (fixed windows, k = 3), whose
-bumps are as local as B-splines and run on the same kernel (no "before" column).
+bumps are as local as B-splines and run on the same kernel (no "before" column). ``--basis rbf``: for
+a Gaussian RBF layer with ``G`` centres cut off at 3 widths (6 non-zero bumps per input), "before"
+being the plain Gaussian (FastKAN) on its dense path.
 
 ``--memory``: each contender runs in its own subprocess. Reported per contender: the XLA buffer
 assignment of the compiled training step (``compiled.memory_analysis()``: temporaries + arguments +
@@ -275,10 +277,16 @@ def run_default(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
+#: ``--scaling --basis rbf``: the cut-off radius (in widths) of the compact Gaussian RBF.
+RBF_CUTOFF = 3.0
+
+
 def run_scaling(args: argparse.Namespace) -> list[dict]:
-    relukan = args.basis == "relukan"
+    relukan, rbf = args.basis == "relukan", args.basis == "rbf"
+    title = {"bspline": "B-spline k=3", "relukan": "ReLU-KAN k=3",
+             "rbf": f"Gaussian RBF cut off at {RBF_CUTOFF:g} widths (G centres)"}[args.basis]
     print(f"device: {jax.devices()[0].device_kind}; batch {args.batch}; width -> width; "
-          f"{'ReLU-KAN' if relukan else 'B-spline'} k=3; each pair round-robin, {args.repeats} rounds")
+          f"{title}; each pair round-robin, {args.repeats} rounds")
     print(f"{'width':>5s} {'G':>3s} {'mlp ms':>9s} {'kan ms':>9s} {'kan/mlp':>8s} {'per round':>11s} "
           f"{'path':>7s} {'dense/mlp':>10s} {'before/mlp':>11s}")
     rows = []
@@ -287,11 +295,15 @@ def run_scaling(args: argparse.Namespace) -> list[dict]:
         for grid in (5, 10, 20):
             if relukan:
                 kan = KANLayer(width, width, ReLUKAN(width, grid, 3), key=jax.random.PRNGKey(0))
+            elif rbf:
+                kan = KANLayer(width, width, GaussianRBF(width, grid, cutoff=RBF_CUTOFF), key=jax.random.PRNGKey(0))
             else:
                 kan = _bspline_layer(width, width, jax.random.PRNGKey(0), grid)
             layers = {"mlp": _mlp_layer(width, width, jax.random.PRNGKey(0)), "kan": kan,
                       "dense": _DenseKAN(kan)}
-            if not relukan:
+            if rbf:  # the plain Gaussian (FastKAN), dense
+                layers["before"] = KANLayer(width, width, GaussianRBF(width, grid), key=jax.random.PRNGKey(0))
+            elif not relukan:
                 layers["before"] = _reference_layer(width, width, jax.random.PRNGKey(0), grid)
             rounds = layer_rounds(layers, x, args.repeats)
             sec = medians(rounds)
@@ -307,7 +319,8 @@ def run_scaling(args: argparse.Namespace) -> list[dict]:
                   f"{sec['kan'] / sec['mlp']:8.2f} {f'{low:.2f}-{high:.2f}':>11s} {path:>7s} "
                   f"{sec['dense'] / sec['mlp']:10.2f} "
                   f"{sec['before'] / sec['mlp']:11.2f}", flush=True)
-    _write(rows, args.out_dir, "layers_scaling_relukan" if relukan else "layers_scaling")
+    _write(rows, args.out_dir, {"bspline": "layers_scaling", "relukan": "layers_scaling_relukan",
+                                "rbf": "layers_scaling_rbf"}[args.basis])
     return rows
 
 
@@ -389,7 +402,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--scaling", action="store_true", help="KAN/MLP ratio over width x grid size")
     parser.add_argument("--floor", action="store_true",
                         help="also time the bare matmuls of each dense layer's contraction")
-    parser.add_argument("--basis", choices=["bspline", "relukan"], default="bspline",
+    parser.add_argument("--basis", choices=["bspline", "relukan", "rbf"], default="bspline",
                         help="the KAN layer's basis for --scaling")
     parser.add_argument("--memory", action="store_true", help="peak training memory vs the MLP's")
     parser.add_argument("--child", choices=["mlp", "kan"], default=None, help=argparse.SUPPRESS)

@@ -30,6 +30,7 @@ def built():
     models = {
         "plain": plain, "refined": refined, "mult": mult, "snapped": snapped, "pruned": pruned,
         "rbf": kan.KAN([2, 3, 1], key=k[6], basis_factory=lambda d: bases.GaussianRBF(d, 4)),
+        "rbf_cutoff": kan.KANLayer(2, 3, bases.GaussianRBF(2, 8, cutoff=2.0), key=k[7]),  # compact bumps
         "chebyshev": kan.KANLayer(2, 3, bases.Chebyshev(2, 4), key=k[7]),
         "fourier": kan.KANLayer(2, 3, bases.Fourier(2, 3), key=k[7]),
         "relukan": kan.KANLayer(2, 3, bases.ReLUKAN(2, 4), key=k[7]),

@@ -16,8 +16,8 @@ The kernel takes the weights as they are, ``(out, d, G + k)``, and reads them th
 blocks of ``G + 3k`` rows: ``k`` zero rows on each side of the functions (a point whose first function
 lies off the grid reads zeros there, with its values zeroed too). Only float32, only the
 CPU. Forward-mode and higher-order autodiff (``jax.jvp``, ``jax.hessian``) work too, through the dense
-reference (:mod:`bases.kernel_ad`). ReLU-KAN bases with fixed windows use the same kernels
-(:func:`native_relukan_sum`).
+reference (:mod:`bases.kernel_ad`). ReLU-KAN bases with fixed windows (:func:`native_relukan_sum`)
+and Gaussian RBFs with a cut-off (:func:`native_rbf_sum`) use the same kernels.
 """
 
 from __future__ import annotations
@@ -89,3 +89,27 @@ def native_relukan_sum(
     windows = jax.lax.stop_gradient(jnp.stack([jnp.broadcast_to(a, (x.shape[-1], num_functions))
                                                for a in (start, end)]).astype(jnp.float32))
     return local_sum(cfg, x, weight, windows, mask)
+
+
+def native_rbf_sum(
+    x: Float[Array, "rows d"],
+    centers: Float[Array, "d n"],
+    inv_width: Float[Array, " d"],
+    weight: Float[Array, "out d n"],
+    *,
+    cutoff: float,
+    terms: int,
+    mask: Optional[Float[Array, "out d"]] = None,
+) -> Float[Array, "rows out"]:
+    """:func:`native_spline_sum` for the ``n >= 2`` evenly spaced bumps of a :class:`bases.GaussianRBF`
+    with a cut-off (``cutoff`` in widths, at most ``terms`` consecutive bumps non-zero: its
+    ``local_terms``; see :func:`bases.rbf.rbf_local_pieces`). No gradient to the centres or widths."""
+    num_functions = centers.shape[-1]
+    if centers.ndim != 2 or centers.shape[0] != x.shape[-1] or num_functions < 2 or inv_width.shape != (x.shape[-1],):
+        raise ValueError(f"native_rbf_sum: expected centers (d, n >= 2) and inv_width (d,) for d = {x.shape[-1]}, "
+                         f"got {tuple(centers.shape)} and {tuple(inv_width.shape)}")
+    mask = _check("native_rbf_sum", x, weight, num_functions, int(terms) - 1, mask)
+    cfg = Config(int(terms) - 1, True, int(num_functions), "rbf", float(cutoff))
+    spacing = (centers[:, -1] - centers[:, 0]) / (num_functions - 1)
+    grid = jax.lax.stop_gradient(jnp.stack([centers[:, 0], spacing, inv_width]).astype(jnp.float32))
+    return local_sum(cfg, x, weight, grid, mask)

@@ -24,6 +24,7 @@ from jaxtyping import Array
 
 from .. import native_build
 from ..kernel_ad import kernel_op
+from ..rbf import rbf_local_pieces
 from ..relu_kan import relukan_local_pieces
 from .local import dense_from_local, local_pieces
 
@@ -32,13 +33,18 @@ class Config(NamedTuple):
     order: int
     uniform: bool
     num_functions: int
-    kind: str = "bspline"  # or "relukan": the pieces of bases.ReLUKAN, "grid" its stacked (start, end)
+    kind: str = "bspline"  # or "relukan": the pieces of bases.ReLUKAN, "grid" its stacked (start, end);
+    # or "rbf": a cut-off bases.GaussianRBF, "grid" its stacked (first centre, spacing, 1 / width)
+    cutoff: float = 0.0  # "rbf": the cut-off radius in widths
 
 
 def pieces(cfg: Config, x: Array, grid: Array):
-    """``(pieces, first)`` of :func:`bases.bspline.local.local_pieces` (or the ReLU-KAN ones)."""
+    """``(pieces, first)`` of :func:`bases.bspline.local.local_pieces` (or the ReLU-KAN or cut-off RBF
+    ones)."""
     if cfg.kind == "relukan":
         return relukan_local_pieces(x, grid[0], grid[1], cfg.order)
+    if cfg.kind == "rbf":
+        return rbf_local_pieces(x, grid[0], grid[1], grid[2], cfg.cutoff, cfg.order + 1)
     return local_pieces(x, grid, cfg.order, cfg.uniform)
 
 

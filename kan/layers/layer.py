@@ -18,10 +18,11 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from bases import (Basis, BSpline, ReLUKAN, buffer_field, bspline_edge_sum, check_last_dim,
+from bases import (Basis, BSpline, GaussianRBF, ReLUKAN, buffer_field, bspline_edge_sum, check_last_dim,
                    gaussian_expectation, host_array, merge_last_two)
 import bases.bspline.contract as bspline_contract
-from bases.bspline.native import native_relukan_sum, native_spline_sum
+from bases.bspline.native import native_rbf_sum, native_relukan_sum, native_spline_sum
+from bases.rbf import MAX_LOCAL_TERMS
 from bases.init_random import scaled_normal
 
 
@@ -49,7 +50,8 @@ class KANLayer(eqx.Module):
     With ``contraction="auto"`` (default), a B-spline layer on the CPU whose grid is fine enough for it
     to pay (:func:`bases.bspline.contract.choose_contraction`: G + k >= 3 (k + 1), enough rows) runs the
     native kernel of :mod:`bases.bspline.native` (work follows the k + 1 non-zero functions per input,
-    not G + k); so does a ReLU-KAN layer with fixed windows (its bumps are as local). Otherwise a
+    not G + k); so do a ReLU-KAN layer with fixed windows (its bumps are as local) and a Gaussian RBF
+    layer with a cut-off (``GaussianRBF(..., cutoff=r)``: ``local_terms`` bumps per input). Otherwise a
     batch whose ``(batch, in, k)`` features fit in :data:`bases.bspline.contract.FULL_BYTES` (64 MiB) runs the plain dense path (one matmul, autodiff;
     see ``_fits_whole``); a larger one runs the same path in rematerialised row blocks, so training
     never holds its whole feature tensor (every basis). With a :class:`bases.BSpline` basis,
@@ -144,21 +146,36 @@ class KANLayer(eqx.Module):
             y = y + self.bias
         return y
 
+    def _local_terms(self) -> Optional[int]:
+        """Non-zero functions per input the CPU kernel would do (:mod:`bases.bspline.native`): ``k + 1``
+        for B-splines and fixed ReLU-KAN windows, ``local_terms`` for a Gaussian RBF with a cut-off;
+        ``None`` for bases it does not take."""
+        if isinstance(self.basis, BSpline) or (isinstance(self.basis, ReLUKAN) and not self.basis.trainable):
+            return self.basis.order + 1
+        if isinstance(self.basis, GaussianRBF) and self.basis.local_terms is not None:
+            return self.basis.local_terms if 2 <= self.basis.local_terms <= MAX_LOCAL_TERMS else None
+        return None
+
     def _uses_native(self, x: Array) -> bool:
         """Whether this call runs the CPU kernel (:mod:`bases.bspline.native`): forced with
         ``contraction="native"``, or chosen by :func:`bases.bspline.contract.choose_contraction` under
-        ``"auto"`` (B-spline bases, and ReLU-KAN bases with fixed windows)."""
-        relukan = isinstance(self.basis, ReLUKAN)
-        if relukan and self.contraction == "native" and self.basis.trainable:
-            raise ValueError("KANLayer: contraction='native' needs fixed ReLU-KAN windows "
-                             "(ReLUKAN(trainable=False)); trainable windows run the dense path")
-        if not (isinstance(self.basis, BSpline) or (relukan and not self.basis.trainable)):
+        ``"auto"`` (B-spline bases, ReLU-KAN bases with fixed windows, Gaussian RBFs with a cut-off)."""
+        terms = self._local_terms()
+        if terms is None and self.contraction == "native":
+            if isinstance(self.basis, ReLUKAN):
+                raise ValueError("KANLayer: contraction='native' needs fixed ReLU-KAN windows "
+                                 "(ReLUKAN(trainable=False)); trainable windows run the dense path")
+            if isinstance(self.basis, GaussianRBF):
+                raise ValueError(f"KANLayer: contraction='native' needs a GaussianRBF with a cut-off whose "
+                                 f"local_terms is 2..{MAX_LOCAL_TERMS} (GaussianRBF(..., cutoff=r)), got "
+                                 f"local_terms={self.basis.local_terms}")
+        if terms is None:
             return False
         if self.contraction != "auto":
             return self.contraction == "native"
         rows = int(np.prod(x.shape[:-1])) if x.ndim > 1 else 1
         return bspline_contract.choose_contraction(
-            self.basis.num_functions, self.basis.order, rows, None, self.in_features, self.out_features,
+            self.basis.num_functions, terms - 1, rows, None, self.in_features, self.out_features,
             jnp.promote_types(x.dtype, jnp.float32)) == "native"
 
     def _native_sum(self, x: Array, mask: Array) -> Array:
@@ -170,6 +187,9 @@ class KANLayer(eqx.Module):
         if isinstance(self.basis, ReLUKAN):
             y = native_relukan_sum(flat, *self.basis.points(), self.spline_weight, order=self.basis.order,
                                    mask=mask)
+        elif isinstance(self.basis, GaussianRBF):
+            y = native_rbf_sum(flat, self.basis.centers, self.basis.inv_width, self.spline_weight,
+                               cutoff=self.basis.cutoff, terms=self.basis.local_terms, mask=mask)
         else:
             y = native_spline_sum(flat, self.basis.grid, self.spline_weight, order=self.basis.order,
                                   uniform=self.basis.uniform, mask=mask)
