@@ -57,7 +57,8 @@ def _programs(names: list[str]) -> dict:
     import jax
 
     from . import kernels
-    from .layers import _bspline_layer, _gr_kan_layer, _mlp_layer, grad_step
+    from .layer_baselines import bspline_layer as _bspline_layer
+    from .layers import _gr_kan_layer, _mlp_layer, grad_step
 
     key = jax.random.PRNGKey(0)
     layers = {"mlp 128": lambda: _mlp_layer(128, 128, key),

@@ -52,52 +52,16 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from bases.bspline.features import autodiff_features
 from bases import (ActivationPair, BSpline, Chebyshev, Fourier, GaussianRBF, ReLUKAN, count_parameters,
-                   get_activation, trainable_filter)
+                   trainable_filter)
 from kan import KANLayer, MLP
-from bases.activation_pair import pair_feature_stats
-from kan.layers import afkan_layer
 from kan.layers.afkan_layer import AFKANLayer
 from kan.layers.selectable_layer import SelectableKANLayer
 
+from .layer_baselines import AutodiffAFKAN, DenseKAN, XlaStatsAFKAN, bspline_layer, reference_layer
 from .timing import medians, ratio_quantiles, time_rounds
 
 LayerFactory = Callable[[int, int, jax.Array], eqx.Module]
-
-
-def _bspline_layer(n_in: int, n_out: int, key: jax.Array, grid_size: int = 5) -> eqx.Module:
-    return KANLayer(n_in, n_out, BSpline(n_in, grid_size=grid_size, order=3), key=key)
-
-
-class _AutodiffBSpline(BSpline):
-    """B-spline features differentiated by autodiff through the evaluation (no closed-form JVP)."""
-
-    def __call__(self, x):
-        x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
-        return autodiff_features(x, jax.lax.stop_gradient(self.grid), self.order, self.uniform)
-
-
-class _DenseAutodiffKAN(eqx.Module):
-    """The B-spline KAN layer as it was before the closed-form basis derivative: dense ``(batch, in,
-    G + k)`` features, one matmul, and JAX autodiff through the basis evaluation (the "before" contender)."""
-
-    layer: KANLayer
-
-    def __call__(self, x):
-        mask = self.layer._numeric_mask()
-        return self.layer._dense_sum(x, self.layer.spline_weight * mask[..., None], mask) + self.layer.bias
-
-
-class _DenseKAN(_DenseAutodiffKAN):
-    """The layer's dense path (closed-form basis derivative, one matmul over ``in * (G + k + 1)``), which
-    ``"auto"`` ran at every shape before the native kernel (the "dense" contender of ``--scaling``)."""
-
-
-def _reference_layer(n_in: int, n_out: int, key: jax.Array, grid_size: int = 5) -> eqx.Module:
-    layer = _bspline_layer(n_in, n_out, key, grid_size)
-    basis = _AutodiffBSpline(n_in, grid_size=grid_size, order=3)
-    return _DenseAutodiffKAN(eqx.tree_at(lambda l: l.basis, layer, basis))
 
 
 def _mlp_layer(n_in: int, n_out: int, key: jax.Array) -> eqx.Module:
@@ -122,43 +86,12 @@ def _gr_kan_layer(n_in: int, n_out: int, key: jax.Array) -> eqx.Module:
     return GroupKANLayer(n_in, n_out, init="swish", key=key)
 
 
-class _AutodiffAFKAN(eqx.Module):
-    """AF-KAN's global-attention layer with its per-input feature reductions written as plain jnp on the
-    ``(batch, in, K)`` features and left to XLA's autodiff (the "before" of
-    :func:`bases.activation_pair.pair_feature_stats`)."""
-
-    layer: AFKANLayer
-
-    def __call__(self, x):
-        m = self.layer
-        feats = m.basis(x)
-        lo = jnp.min(feats, axis=(-2, -1))[..., None]
-        scale = 1.0 / (jnp.max(feats, axis=(-2, -1))[..., None] - lo + 1e-6)
-        scores = (feats @ m.score_weight - lo * jnp.sum(m.score_weight)) * scale + m.score_bias
-        weights = jax.nn.softmax(scores / jnp.maximum(m.temperature, 1.0), axis=-1)
-        z = weights * ((jnp.sum(feats, -1) - feats.shape[-1] * lo) * scale)
-        z = (z - jnp.mean(z, -1, keepdims=True)) * jax.lax.rsqrt(jnp.var(z, -1, keepdims=True) + 1e-5)
-        return get_activation(m.activation)(z * m.norm_weight + m.norm_bias) @ m.weight.T
-
-
-class _XlaStatsAFKAN(eqx.Module):
-    """AF-KAN's global-attention layer with its feature statistics on XLA
-    (:func:`bases.activation_pair.pair_feature_stats`) instead of the native kernels (the "before" of
-    :mod:`bases.kernels.pair_stats_native`)."""
-
-    layer: AFKANLayer
-
-    def __call__(self, x):
-        with afkan_layer.statistics(pair_feature_stats):
-            return self.layer(x)
-
-
 MLP_NAME = "mlp (gelu+linear)"
 #: name -> factory(in_features, out_features, key); other layer kinds register themselves here.
 LAYERS: dict[str, LayerFactory] = {
     MLP_NAME: _mlp_layer,
-    "kan b-spline G=5 k=3": _bspline_layer,
-    "kan b-spline G=5 k=3 (before: autodiff basis)": _reference_layer,
+    "kan b-spline G=5 k=3": bspline_layer,
+    "kan b-spline G=5 k=3 (before: autodiff basis)": reference_layer,
     "gr-kan": _gr_kan_layer,
 }
 
@@ -171,9 +104,9 @@ LAYERS.update({
     "kan relu-kan G=5 k=3": lambda i, o, k: KANLayer(i, o, ReLUKAN(i, 5, 3), key=k),
     "kan af-pair silu/quad1 G=3 k=3": lambda i, o, k: KANLayer(i, o, ActivationPair(i, 3, 3), key=k),
     "af-kan global_attn G=3 k=3": lambda i, o, k: AFKANLayer(i, o, 3, 3, key=k),
-    "af-kan global_attn G=3 k=3 (before: XLA statistics)": lambda i, o, k: _XlaStatsAFKAN(
+    "af-kan global_attn G=3 k=3 (before: XLA statistics)": lambda i, o, k: XlaStatsAFKAN(
         AFKANLayer(i, o, 3, 3, key=k)),
-    "af-kan global_attn G=3 k=3 (before: autodiff reduction)": lambda i, o, k: _AutodiffAFKAN(
+    "af-kan global_attn G=3 k=3 (before: autodiff reduction)": lambda i, o, k: AutodiffAFKAN(
         AFKANLayer(i, o, 3, 3, key=k)),
     "s-kan cheb/fourier/rbf (training)": lambda i, o, k: SelectableKANLayer(
         i, o, ["chebyshev", "fourier", "rbf"], key=k),
@@ -298,13 +231,13 @@ def run_scaling(args: argparse.Namespace) -> list[dict]:
             elif rbf:
                 kan = KANLayer(width, width, GaussianRBF(width, grid, cutoff=RBF_CUTOFF), key=jax.random.PRNGKey(0))
             else:
-                kan = _bspline_layer(width, width, jax.random.PRNGKey(0), grid)
+                kan = bspline_layer(width, width, jax.random.PRNGKey(0), grid)
             layers = {"mlp": _mlp_layer(width, width, jax.random.PRNGKey(0)), "kan": kan,
-                      "dense": _DenseKAN(kan)}
+                      "dense": DenseKAN(kan)}
             if rbf:  # the plain Gaussian (FastKAN), dense
                 layers["before"] = KANLayer(width, width, GaussianRBF(width, grid), key=jax.random.PRNGKey(0))
             elif not relukan:
-                layers["before"] = _reference_layer(width, width, jax.random.PRNGKey(0), grid)
+                layers["before"] = reference_layer(width, width, jax.random.PRNGKey(0), grid)
             rounds = layer_rounds(layers, x, args.repeats)
             sec = medians(rounds)
             sec.setdefault("before", float("nan"))
@@ -340,7 +273,7 @@ def _memory_child(args: argparse.Namespace) -> dict:
     mib = 1024.0
     x = jax.random.normal(jax.random.PRNGKey(1), (args.batch, args.n_in))
     factory = _mlp_layer if args.child == "mlp" else (
-        lambda i, o, k: _bspline_layer(i, o, k, args.grid))
+        lambda i, o, k: bspline_layer(i, o, k, args.grid))
     jax.block_until_ready(factory(8, 8, jax.random.PRNGKey(2)))  # warm jax up (not counted)
     _reset_peak()
     rss0 = _status_kib("VmRSS")
