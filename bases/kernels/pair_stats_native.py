@@ -63,9 +63,9 @@ _op = kernel_op("kan_pair_stats", _forward, _backward, _stacked, num_diff=4)
 
 def native_usable(activation: str, function_type: str, x: Array, start: Array, end: Array,
                   weights: Array) -> bool:
-    """Whether the kernel serves these arguments: float32 on the CPU, a compiled activation and function
+    """Whether the kernels serve these arguments: float32 on the CPU, a compiled activation and function
     type, ``1 <= K <= 16`` windows shared by all inputs or one set per input, a non-empty batch, and the
-    kernel available."""
+    kernels available."""
     d = x.shape[-1] if x.ndim else 0
     return (activation in ACTIVATION_CODES and function_type in FUNCTION_CODES
             and all(a.dtype == jnp.float32 for a in (x, start, end, weights))
@@ -78,7 +78,8 @@ def native_usable(activation: str, function_type: str, x: Array, start: Array, e
 def pair_stats(activation: str, function_type: str, x: Float[Array, "... d"], start: Float[Array, "p k"],
                end: Float[Array, "p k"], weights: Float[Array, " k"]) -> tuple[Array, Array, Array, Array]:
     """``pair_feature_stats(activation, function_type, x, start, end, weights)``, each ``(..., d)``, with
-    the reverse pass on the kernel where :func:`native_usable`."""
+    the forward and reverse passes on the kernels where :func:`native_usable` (under ``vmap`` the kernels
+    run once per member)."""
     if not native_usable(activation, function_type, x, start, end, weights):
         return pair_feature_stats(activation, function_type, x, start, end, weights)
     rows = x.reshape(-1, x.shape[-1])
