@@ -162,7 +162,8 @@ def _bump(z: Array, cutoff: Optional[float]) -> Array:
     floor = math.exp(-cutoff * cutoff)
     zz = z * z
     inside = jnp.exp(-zz) - floor * ((1.0 + cutoff * cutoff) - zz)
-    return jnp.where(zz < cutoff * cutoff, inside, 0.0) * (1.0 / (1.0 - floor * (1.0 + cutoff * cutoff)))
+    # NaN stays NaN (a NaN input must not read as "beyond the radius")
+    return jnp.where(zz >= cutoff * cutoff, 0.0, inside) * (1.0 / (1.0 - floor * (1.0 + cutoff * cutoff)))
 
 
 def rbf_local_pieces(

@@ -84,3 +84,14 @@ def test_auto_takes_the_kernel_where_the_grid_is_fine():
     coarse = KANLayer(128, 128, GaussianRBF(128, 8, cutoff=3.0), key=jax.random.PRNGKey(0))
     plain = KANLayer(128, 128, GaussianRBF(128, 20), key=jax.random.PRNGKey(0))
     assert fine._uses_native(x) and not coarse._uses_native(x) and not plain._uses_native(x)
+
+
+def test_nan_input_stays_nan_on_both_paths():
+    """A NaN is not "beyond the radius": it must reach the output, as with the plain Gaussian."""
+    basis = GaussianRBF(8, 20, cutoff=3.0)
+    x = jnp.zeros((3, 8)).at[0, 2].set(jnp.nan)
+    assert bool(jnp.all(jnp.isnan(basis(x)[0, 2]))) and not bool(jnp.any(jnp.isnan(basis(x)[1:])))
+    paths = ["dense"] + (["native"] if native_build.available() else [])
+    for path in paths:
+        layer = KANLayer(8, 3, basis, key=jax.random.PRNGKey(0), contraction=path, base_activation=None)
+        np.testing.assert_array_equal(np.isnan(np.asarray(layer(x))).any(axis=1), [True, False, False])
