@@ -1,6 +1,6 @@
 """The native CPU kernels of AF-KAN's feature statistics (bases.kernels.pair_stats_native) against the
-XLA function they replace (bases.activation_pair.pair_feature_stats): values and gradients for every
-compiled activation, several function types, shared and per-input window points, input counts that are
+XLA function they replace (bases.activation_pair.pair_feature_stats): values and gradients for both
+compiled activations, several function types, the most windows served (16), shared and per-input window points, input counts that are
 not multiples of the 16-input vector, rows that are not multiples of the chunk, points on a window edge
 and far outside; forward mode, vmap, the fallback, and the AF-KAN layer on top."""
 
@@ -39,8 +39,9 @@ def _score(f, activation, function_type, probes):
 @pytest.mark.parametrize("activation, function_type, shape, points, windows", [
     ("silu", "quad1", (130, 32), 1, 6),        # the AF-KAN default; rows past the 64-row chunk
     ("relu", "quad1", (3, 5, 21), 21, 5),      # exact zeros (ties at the minimum); a partial vector
-    ("tanh", "cubic1", (9, 17), 1, 9),
-    ("sigmoid", "sum_prod", (4, 40), 40, 3),
+    ("relu", "cubic1", (9, 17), 1, 9),
+    ("silu", "sum_prod", (4, 40), 40, 3),
+    ("silu", "cubic2", (5, 16), 1, 16),
 ])
 def test_kernels_match_the_xla_statistics(activation, function_type, shape, points, windows):
     x, start, end, weights = _problem(shape, points, windows)
@@ -73,8 +74,9 @@ def test_forward_mode_vmap_and_the_fallback():
     batched = jax.vmap(jax.grad(lambda x: pair_stats("silu", "quad1", x, start, end, weights)[1].sum()))(x)
     ref = jax.vmap(jax.grad(lambda x: pair_feature_stats("silu", "quad1", x, start, end, weights)[1].sum()))(x)
     np.testing.assert_allclose(batched, ref, rtol=1e-4, atol=1e-6)
-    # not compiled (gelu), an empty batch, 17 windows: XLA's function, unchanged
+    # not compiled (gelu, tanh), an empty batch, 17 windows: XLA's function, unchanged
     assert not native_usable("gelu", "quad1", x, start, end, weights)
+    assert not native_usable("tanh", "quad1", x, start, end, weights)
     assert not native_usable("silu", "quad1", x[:0], start, end, weights)
     wide = jnp.zeros((1, 17))
     assert not native_usable("silu", "quad1", x, wide, wide + 1.0, jnp.ones(17))

@@ -26,10 +26,10 @@ published code uses ``(0, 1)``), with start/end points trained and shared by all
 Speed: for ``"global_attn"`` and ``"linear"`` the min-max scaling is applied after the reduction over
 the ``K`` functions (both are affine in the features), so the normalised ``(..., d, K)`` tensor is
 never formed; the per-input sums, minima and maxima come from
-:func:`bases.kernels.pair_stats_native.pair_stats`: on the CPU in float32 (activations relu, silu,
-sigmoid, tanh) two native kernels, forward and backward each in one pass; elsewhere
-:func:`bases.activation_pair.pair_feature_stats`, whose custom JVP reduces the features' tangents straight
-to those four values (forward mode and Hessians work; reverse mode is its transpose). Layer 128 -> 128,
+:func:`bases.kernels.pair_stats_native.pair_stats`: on the CPU in float32 (activations relu and
+silu) two native kernels, forward and backward each in one pass; elsewhere
+:func:`bases.activation_pair.pair_feature_stats`, whose custom JVP reduces the features' tangents
+straight to those four values (forward mode and Hessians work; reverse mode is its transpose). Layer 128 -> 128,
 batch 1024, fwd+bwd, 2 CPU cores (``benchmarks.layers``): 3.0-3.3x an MLP layer with the kernels
 against 4.6-5.2x with XLA's function, and 5.7-6.1x with XLA's autodiff of the same math; XLA memory of
 the step 6.7 / 14.2 / 22.7 MiB (52 / 113 / 180 MiB at batch 8192; the kernels' own scratch is ~0.1 MiB).

@@ -11,8 +11,9 @@
 // with F_u = fn_a(a, b) act'(u_j), F_w = fn_b(a, b) act'(w_j). Shapes: x, dx (N, D); the outputs y and
 // their cotangents ct (4, N, D) in the order (dot, total, lo, hi); the window points s, e and their gradients (P, K) with
 // P = 1 (shared by all inputs) or P = D; v, dv (K). Inputs are processed 16 at a time (one vector), rows
-// in chunks whose partial sums are added in double precision at the end. The exponential (for SiLU,
-// the logistic and tanh) is Cody and Waite's range reduction with Cephes' expf polynomial.
+// in chunks whose partial sums are added in double precision at the end. Compiled for the activations
+// relu and silu (each costs ~2 s of compile time per machine; the others run XLA's function) and all 7
+// function types. SiLU's exponential is Cody and Waite's range reduction with Cephes' expf polynomial.
 
 #include <algorithm>
 #include <cstdint>
@@ -66,16 +67,10 @@ inline void activation(vec u, vec& value, vec& slope) {
   if constexpr (A == 0) {  // relu (derivative 0 at 0, as jax.nn.relu)
     value = u > 0.0f ? u : splat(0.0f);
     slope = u > 0.0f ? splat(1.0f) : splat(0.0f);
-  } else if constexpr (A == 1) {  // silu
+  } else {  // silu
     const vec s = logistic(u);
     value = u * s;
     slope = s * (1.0f + u * (1.0f - s));
-  } else if constexpr (A == 2) {  // logistic
-    value = logistic(u);
-    slope = value * (1.0f - value);
-  } else {  // tanh
-    value = 2.0f * logistic(2.0f * u) - 1.0f;
-    slope = 1.0f - value * value;
   }
 }
 
@@ -337,8 +332,6 @@ bool dispatch(int64_t act, int64_t fn, int64_t K, Body body) {
   switch (act) {
     case 0: return with_function<0>(fn, body);
     case 1: return with_function<1>(fn, body);
-    case 2: return with_function<2>(fn, body);
-    case 3: return with_function<3>(fn, body);
     default: return false;
   }
 }
