@@ -3,12 +3,14 @@
 (``kernels/csrc/rational_backward.cc``, used by :mod:`bases.kernels.rational_native`) and AF-KAN's
 feature statistics (``kernels/csrc/pair_stats.cc``, used by :mod:`bases.kernels.pair_stats_native`).
 
-They are C++ against the XLA FFI headers that ship with jaxlib (``jax.ffi.include_dir()``), built into
-one library, compiled once per machine with the system C++ compiler (``$CXX``, else ``g++``, ``c++`` or ``clang++``)
-and ``-O3 -march=native``, into ``$KAN_NATIVE_CACHE`` (default ``~/.cache/kan/native``, or under
-``$XDG_CACHE_HOME``). The file name carries a digest of the sources, the flags, the compiler's version,
-jaxlib's version and the CPU's model and flags, so a changed source, toolchain or machine builds anew;
-two processes building at once each write a private file and rename it into place.
+They are C++ against the XLA FFI headers that ship with jaxlib (``jax.ffi.include_dir()``), one library
+per part (:data:`PARTS`: ``"bspline"``, ``"rational"``, ``"pair_stats"``), each built the first time a
+process asks for it (:func:`available`), so a B-spline user never waits for AF-KAN's kernels: compiled
+once per machine with the system C++ compiler (``$CXX``, else ``g++``, ``c++`` or ``clang++``) and
+``-O3 -march=native``, into ``$KAN_NATIVE_CACHE`` (default ``~/.cache/kan/native``, or under
+``$XDG_CACHE_HOME``). The file name carries the part and a digest of its sources, the flags, the
+compiler's version, jaxlib's version and the CPU's model and flags, so a changed source, toolchain or
+machine builds anew; two processes building at once each write a private file and rename it into place.
 
 ``KAN_NATIVE=0`` (or ``off``/``no``/``false``) turns the kernels off: ``contraction="auto"`` then stays
 on the XLA paths, ``contraction="native"`` raises, and the rational backward and AF-KAN's statistics
@@ -18,6 +20,7 @@ same happens, and :func:`unavailable_reason` says why (the compiler's message in
 
 from __future__ import annotations
 
+import concurrent.futures
 import ctypes
 import hashlib
 import os
@@ -32,8 +35,6 @@ from typing import Optional
 import jax
 
 _HERE = Path(__file__).parent
-SOURCES = (_HERE / "bspline" / "csrc" / "local_contract.cc", _HERE / "kernels" / "csrc" / "rational_backward.cc",
-           _HERE / "kernels" / "csrc" / "pair_stats.cc")
 HEADERS = (_HERE / "csrc" / "parallel_chunks.h",)
 FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w")
 FORWARD_TARGET = "kan_bspline_local_forward"
@@ -41,15 +42,23 @@ BACKWARD_TARGET = "kan_bspline_local_backward"
 RATIONAL_BACKWARD_TARGET = "kan_rational_backward"
 PAIR_STATS_FORWARD_TARGET = "kan_pair_stats_forward"
 PAIR_STATS_BACKWARD_TARGET = "kan_pair_stats_backward"
-_SYMBOLS = {FORWARD_TARGET: "KanLocalForward", BACKWARD_TARGET: "KanLocalBackward",
-            RATIONAL_BACKWARD_TARGET: "KanRationalBackward", PAIR_STATS_FORWARD_TARGET: "KanPairStatsForward",
-            PAIR_STATS_BACKWARD_TARGET: "KanPairStatsBackward"}
+#: part -> (its sources, {FFI target: exported symbol}).
+PARTS: dict[str, tuple[tuple[Path, ...], dict[str, str]]] = {
+    "bspline": ((_HERE / "bspline" / "csrc" / "local_contract.cc",),
+                {FORWARD_TARGET: "KanLocalForward", BACKWARD_TARGET: "KanLocalBackward"}),
+    "rational": ((_HERE / "kernels" / "csrc" / "rational_backward.cc",),
+                 {RATIONAL_BACKWARD_TARGET: "KanRationalBackward"}),
+    "pair_stats": ((_HERE / "kernels" / "csrc" / "pair_stats.cc",),
+                   {PAIR_STATS_FORWARD_TARGET: "KanPairStatsForward",
+                    PAIR_STATS_BACKWARD_TARGET: "KanPairStatsBackward"}),
+}
+SOURCES = tuple(src for sources, _ in PARTS.values() for src in sources)
 ENV_SWITCH = "KAN_NATIVE"
 ENV_CACHE = "KAN_NATIVE_CACHE"
 _OFF = {"0", "off", "no", "false", "none"}
 
-_lock = threading.Lock()
-_state: dict = {"tried": False, "lib": None, "reason": None}
+_locks = {part: threading.Lock() for part in PARTS}
+_state: dict[str, dict] = {part: {"tried": False, "lib": None, "reason": None} for part in PARTS}
 
 
 def compiler() -> Optional[str]:
@@ -89,16 +98,23 @@ def _compiler_version(cxx: str) -> str:
         return ""
 
 
-def library_path(cxx: str) -> Path:
-    """The cached library for this source, toolchain and machine."""
+def _check_part(part: str) -> None:
+    if part not in PARTS:
+        raise ValueError(f"native_build: unknown part {part!r}; valid: {', '.join(PARTS)}")
+
+
+def library_path(cxx: str, part: str = "bspline") -> Path:
+    """The cached library of ``part`` for its sources, this toolchain and this machine."""
     import jaxlib
 
+    _check_part(part)
     digest = hashlib.sha256()
-    for part in (*(source.read_bytes() for source in SOURCES + HEADERS), " ".join(FLAGS).encode(), _compiler_version(cxx).encode(),
-                 jaxlib.__version__.encode(), _cpu_signature().encode(), platform.machine().encode()):
-        digest.update(part)
+    for piece in (*(source.read_bytes() for source in PARTS[part][0] + HEADERS), " ".join(FLAGS).encode(),
+                  _compiler_version(cxx).encode(), jaxlib.__version__.encode(), _cpu_signature().encode(),
+                  platform.machine().encode()):
+        digest.update(piece)
         digest.update(b"\0")
-    return cache_dir() / f"kan_native-{digest.hexdigest()[:20]}.so"
+    return cache_dir() / f"kan_native-{part}-{digest.hexdigest()[:20]}.so"
 
 
 def _run(cmd: list[str]) -> None:
@@ -107,61 +123,60 @@ def _run(cmd: list[str]) -> None:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}")
 
 
-def _build(cxx: str, target: Path) -> None:
-    """Compile the sources side by side (one compiler per source), link, rename into place."""
+def _build(cxx: str, target: Path, sources: tuple[Path, ...]) -> None:
+    """Compile and link ``sources`` into a private file, then rename it into place."""
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as work:
         include = ["-I", jax.ffi.include_dir(), "-I", str(HEADERS[0].parent)]
-        objects = [os.path.join(work, f"{i}.o") for i in range(len(SOURCES))]
-        compile_flags = [f for f in FLAGS if f != "-shared"]
-        jobs = [subprocess.Popen([cxx, *compile_flags, *include, "-c", str(src), "-o", obj],
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                for src, obj in zip(SOURCES, objects)]
-        failures = []
-        for job in jobs:
-            _, err = job.communicate(timeout=600)
-            if job.returncode != 0:
-                failures.append(f"{' '.join(job.args)} failed:\n{err[-2000:]}")
-        if failures:
-            raise RuntimeError("\n".join(failures))
         linked = os.path.join(work, "kan_native.so")
-        _run([cxx, "-shared", "-fPIC", *objects, "-o", linked])
+        _run([cxx, *FLAGS, *include, *map(str, sources), "-o", linked])
         os.replace(linked, target)
 
 
-def load() -> bool:
-    """Build (first time on a machine) and load the kernels, registering their FFI targets for the CPU;
-    returns whether it is usable. Only the first call in a process does the work."""
-    with _lock:
-        if _state["tried"]:
-            return _state["lib"] is not None
-        _state["tried"] = True
+def load(part: str = "bspline") -> bool:
+    """Build (first time on a machine) and load ``part``'s kernels, registering their FFI targets for the
+    CPU; returns whether they are usable. Only the first call per part in a process does the work."""
+    _check_part(part)
+    with _locks[part]:
+        state = _state[part]
+        if state["tried"]:
+            return state["lib"] is not None
+        state["tried"] = True
         if os.environ.get(ENV_SWITCH, "").strip().lower() in _OFF:
-            _state["reason"] = f"turned off by {ENV_SWITCH}={os.environ[ENV_SWITCH]}"
+            state["reason"] = f"turned off by {ENV_SWITCH}={os.environ[ENV_SWITCH]}"
             return False
         cxx = compiler()
         if cxx is None:
-            _state["reason"] = "no C++ compiler found ($CXX, g++, c++ or clang++)"
+            state["reason"] = "no C++ compiler found ($CXX, g++, c++ or clang++)"
             return False
+        sources, symbols = PARTS[part]
         try:
-            path = library_path(cxx)
+            path = library_path(cxx, part)
             if not path.exists():
-                _build(cxx, path)
+                _build(cxx, path, sources)
             lib = ctypes.CDLL(str(path))
-            for target, symbol in _SYMBOLS.items():
+            for target, symbol in symbols.items():
                 jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(lib, symbol)), platform="cpu")
         except Exception as err:  # any failure leaves the XLA paths in charge, with the reason kept
-            _state["reason"] = f"{type(err).__name__}: {err}"
+            state["reason"] = f"{type(err).__name__}: {err}"
             return False
-        _state["lib"] = lib
+        state["lib"] = lib
         return True
 
 
-def available() -> bool:
-    """Whether the CPU kernels can be used in this process (builds them on first call)."""
-    return load()
+def available(part: Optional[str] = None) -> bool:
+    """Whether ``part``'s CPU kernels can be used in this process (built on first call); ``None``: all
+    parts (the missing ones built side by side)."""
+    if part is None:
+        with concurrent.futures.ThreadPoolExecutor(len(PARTS)) as pool:
+            return all(list(pool.map(load, PARTS)))
+    return load(part)
 
 
-def unavailable_reason() -> Optional[str]:
-    """Why :func:`available` is false (``None`` when it is true or was not asked yet)."""
-    return _state["reason"]
+def unavailable_reason(part: Optional[str] = None) -> Optional[str]:
+    """Why :func:`available` is false for ``part`` (``None``: the first part that gave a reason);
+    ``None`` when it is true or was not asked yet."""
+    if part is not None:
+        _check_part(part)
+        return _state[part]["reason"]
+    return next((st["reason"] for st in _state.values() if st["reason"] is not None), None)

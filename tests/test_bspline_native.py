@@ -28,7 +28,8 @@ def test_kernel_builds_where_a_compiler_exists():
     assert native_build.available(), native_build.unavailable_reason()
 
 
-needs_kernel = pytest.mark.skipif(not native_build.available(), reason=str(native_build.unavailable_reason()))
+needs_kernel = pytest.mark.skipif(not native_build.available("bspline"),
+                                  reason=str(native_build.unavailable_reason("bspline")))
 
 
 def _bases(order):
@@ -190,5 +191,26 @@ def test_library_name_follows_the_source_and_the_machine(monkeypatch, tmp_path):
     monkeypatch.setenv(native_build.ENV_CACHE, str(tmp_path))
     first = native_build.library_path(cxx)
     assert first.parent == tmp_path and first.name.startswith("kan_native-")
+    assert first.name.startswith("kan_native-bspline-")
+    assert len({native_build.library_path(cxx, part) for part in native_build.PARTS}) == len(native_build.PARTS)
+    with pytest.raises(ValueError, match="unknown part"):
+        native_build.library_path(cxx, "splines")
     monkeypatch.setattr(native_build, "_cpu_signature", lambda: "another machine")
     assert native_build.library_path(cxx) != first
+
+
+def test_a_part_builds_alone(tmp_path):
+    # A fresh process and cache: asking for the B-spline kernels builds their library only (a B-spline
+    # user does not wait for the other parts' compile).
+    if native_build.compiler() is None:
+        pytest.skip("no C++ compiler on this machine")
+    code = ("from bases import native_build\n"
+            "assert native_build.available('bspline'), native_build.unavailable_reason('bspline')\n"
+            "assert not native_build._state['pair_stats']['tried'] and not native_build._state['rational']['tried']\n")
+    env = dict(os.environ, KAN_NATIVE_CACHE=str(tmp_path), JAX_PLATFORMS="cpu")
+    env.pop("KAN_NATIVE", None)
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    built = [p.name for p in tmp_path.iterdir()]
+    assert len(built) == 1 and built[0].startswith("kan_native-bspline-"), built

@@ -15,7 +15,7 @@ from bases import native_build
 from bases.activation_pair import pair_feature_stats
 from bases.kernels.pair_stats_native import native_usable, pair_stats
 
-pytestmark = pytest.mark.skipif(not native_build.available(), reason=str(native_build.unavailable_reason()))
+pytestmark = pytest.mark.skipif(not native_build.available("pair_stats"), reason=str(native_build.unavailable_reason("pair_stats")))
 
 NAMES = ("dot", "total", "lo", "hi")
 

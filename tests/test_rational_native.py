@@ -13,7 +13,7 @@ from bases.kernels import group_rational
 from bases.kernels.rational_native import DEGREES, backward_native, native_backward_usable
 from bases.kernels.rational_xla import backward_xla
 
-pytestmark = pytest.mark.skipif(not native_build.available(), reason=str(native_build.unavailable_reason()))
+pytestmark = pytest.mark.skipif(not native_build.available("rational"), reason=str(native_build.unavailable_reason("rational")))
 
 _xla = jax.jit(backward_xla, static_argnums=4)
 _native = jax.jit(backward_native, static_argnums=4)

@@ -11,7 +11,7 @@ import pytest
 from bases import GaussianRBF, native_build
 from kan import KANLayer
 
-needs_native = pytest.mark.skipif(not native_build.available(), reason=str(native_build.unavailable_reason()))
+needs_native = pytest.mark.skipif(not native_build.available("bspline"), reason=str(native_build.unavailable_reason("bspline")))
 
 
 def test_bumps_are_compact_c1_and_near_the_gaussian():
@@ -91,7 +91,7 @@ def test_nan_input_stays_nan_on_both_paths():
     basis = GaussianRBF(8, 20, cutoff=3.0)
     x = jnp.zeros((3, 8)).at[0, 2].set(jnp.nan)
     assert bool(jnp.all(jnp.isnan(basis(x)[0, 2]))) and not bool(jnp.any(jnp.isnan(basis(x)[1:])))
-    paths = ["dense"] + (["native"] if native_build.available() else [])
+    paths = ["dense"] + (["native"] if native_build.available("bspline") else [])
     for path in paths:
         layer = KANLayer(8, 3, basis, key=jax.random.PRNGKey(0), contraction=path, base_activation=None)
         np.testing.assert_array_equal(np.isnan(np.asarray(layer(x))).any(axis=1), [True, False, False])

@@ -15,7 +15,7 @@ from bases.bspline.native import native_relukan_sum
 from bases.relu_kan import relukan_local_pieces
 from kan import KANLayer
 
-needs_kernel = pytest.mark.skipif(not native_build.available(), reason=str(native_build.unavailable_reason()))
+needs_kernel = pytest.mark.skipif(not native_build.available("bspline"), reason=str(native_build.unavailable_reason("bspline")))
 
 
 def _points(basis, n=40, key=0):

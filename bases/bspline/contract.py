@@ -92,7 +92,7 @@ def choose_contraction(num_functions: int, order: int, rows: int | None = None,
     if (num_functions < NATIVE_MIN_RATIO * terms or work < needed
             or rows * in_features * terms * 4 > NATIVE_MAX_BYTES):
         return "dense"
-    return "native" if native_build.available() else "dense"
+    return "native" if native_build.available("bspline") else "dense"
 
 
 def chunk_rows(in_features: int, width: int, rows: int, out_features: int) -> int:

@@ -35,8 +35,9 @@ from .native_ops import Config, local_sum
 def _check(who: str, x: Array, weight: Array, num_functions: int, order: int,
            mask: Optional[Array]) -> Array:
     """Shared argument checks; returns the mask (default all ones) as float32 without gradient."""
-    if not native_build.available():
-        raise RuntimeError(f"the native local kernel is unavailable: {native_build.unavailable_reason()}")
+    if not native_build.available("bspline"):
+        reason = native_build.unavailable_reason("bspline")
+        raise RuntimeError(f"the native local kernel is unavailable: {reason}")
     if x.dtype != jnp.float32 or weight.dtype != jnp.float32:
         raise ValueError(f"{who}: float32 only, got x {x.dtype} and weight {weight.dtype}")
     if x.ndim != 2 or weight.shape[1:] != (x.shape[1], num_functions) or not 1 <= order <= 6:

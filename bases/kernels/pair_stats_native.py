@@ -73,7 +73,7 @@ def native_usable(activation: str, function_type: str, x: Array, start: Array, e
             and x.ndim >= 1 and x.size > 0 and start.ndim == 2 and start.shape == end.shape
             and start.shape[0] in (1, d) and 1 <= start.shape[1] <= MAX_WINDOWS
             and weights.shape == (start.shape[1],)
-            and jax.default_backend() == "cpu" and native_build.available())
+            and jax.default_backend() == "cpu" and native_build.available("pair_stats"))
 
 
 def pair_stats(activation: str, function_type: str, x: Float[Array, "... d"], start: Float[Array, "p k"],

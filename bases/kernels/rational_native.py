@@ -25,7 +25,7 @@ def native_backward_usable(x: Array, g: Array, ac: Array, bc: Array) -> bool:
     :data:`DEGREES`, and the kernel available."""
     return (x.dtype == jnp.float32 and g.dtype == jnp.float32 and jax.default_backend() == "cpu"
             and x.ndim == 2 and x.shape[0] > 0 and (ac.shape[1], bc.shape[1]) in DEGREES
-            and native_build.available())
+            and native_build.available("rational"))
 
 
 def backward_native(
@@ -34,8 +34,9 @@ def backward_native(
 ) -> tuple[Float[Array, "N D"], Float[Array, "D m1"], Float[Array, "D n"]]:
     """``dx`` and per-channel coefficient gradients ``(D, m + 1)``, ``(D, n)``, as ``backward_xla``
     (raises ``RuntimeError`` naming the reason when the kernel is unavailable)."""
-    if not native_build.available():
-        raise RuntimeError(f"the native rational kernel is unavailable: {native_build.unavailable_reason()}")
+    if not native_build.available("rational"):
+        reason = native_build.unavailable_reason("rational")
+        raise RuntimeError(f"the native rational kernel is unavailable: {reason}")
     shapes = (jax.ShapeDtypeStruct(x.shape, jnp.float32), jax.ShapeDtypeStruct(ac.shape, jnp.float32),
               jax.ShapeDtypeStruct(bc.shape, jnp.float32))
     call = jax.ffi.ffi_call(native_build.RATIONAL_BACKWARD_TARGET, shapes, vmap_method="sequential")
