@@ -47,7 +47,7 @@ def test_kernels_match_the_xla_statistics(activation, function_type, shape, poin
     x, start, end, weights = _problem(shape, points, windows)
     assert native_usable(activation, function_type, x, start, end, weights)
     got = jax.jit(lambda *a: pair_stats(activation, function_type, *a))(x, start, end, weights)
-    ref = pair_feature_stats(activation, function_type, x, start, end, weights)
+    ref = jax.jit(lambda *a: pair_feature_stats(activation, function_type, *a))(x, start, end, weights)
     for name, g, r in zip(NAMES, got, ref):
         assert g.shape == r.shape == shape, name
         # XLA's own error against float64 is ~4e-6 here (the kernel's ~1e-6)
@@ -55,7 +55,7 @@ def test_kernels_match_the_xla_statistics(activation, function_type, shape, poin
     probes = jax.random.normal(jax.random.PRNGKey(7), (4,) + shape)
     native = jax.jit(jax.grad(_score(pair_stats, activation, function_type, probes), argnums=(0, 1, 2, 3)))
     assert native_build.PAIR_STATS_BACKWARD_TARGET in native.lower(x, start, end, weights).as_text()
-    xla = jax.grad(_score(pair_feature_stats, activation, function_type, probes), argnums=(0, 1, 2, 3))
+    xla = jax.jit(jax.grad(_score(pair_feature_stats, activation, function_type, probes), argnums=(0, 1, 2, 3)))
     for name, g, r in zip(("x", "start", "end", "weights"), native(x, start, end, weights),
                           xla(x, start, end, weights)):
         assert g.shape == r.shape, name
@@ -66,14 +66,21 @@ def test_forward_mode_vmap_and_the_fallback():
     x, start, end, weights = _problem((6, 18), 1, 6, seed=1)
     f = lambda fn: (lambda x: fn("silu", "quad1", x, start, end, weights)[0].sum())
     tangent = jnp.cos(x)
-    np.testing.assert_allclose(jax.jvp(f(pair_stats), (x,), (tangent,))[1],
-                               jax.jvp(f(pair_feature_stats), (x,), (tangent,))[1], rtol=1e-5)
-    small = x[:2, :5]  # second order runs through XLA's function
-    np.testing.assert_allclose(jax.hessian(f(pair_stats))(small), jax.hessian(f(pair_feature_stats))(small),
-                               rtol=1e-4, atol=1e-5)
-    batched = jax.vmap(jax.grad(lambda x: pair_stats("silu", "quad1", x, start, end, weights)[1].sum()))(x)
-    ref = jax.vmap(jax.grad(lambda x: pair_feature_stats("silu", "quad1", x, start, end, weights)[1].sum()))(x)
-    np.testing.assert_allclose(batched, ref, rtol=1e-4, atol=1e-6)
+
+    @jax.jit
+    def derivatives(x):  # each with the kernels and with XLA's function (one compile)
+        small = x[:2, :5]  # second order runs through XLA's function
+        out = []
+        for fn in (pair_stats, pair_feature_stats):
+            total = lambda x: fn("silu", "quad1", x, start, end, weights)[1].sum()
+            out.append((jax.jvp(f(fn), (x,), (tangent,))[1], jax.hessian(f(fn))(small),
+                        jax.vmap(jax.grad(total))(x)))
+        return out
+
+    (jvp, hess, batched), (jvp_ref, hess_ref, batched_ref) = derivatives(x)
+    np.testing.assert_allclose(jvp, jvp_ref, rtol=1e-5)
+    np.testing.assert_allclose(hess, hess_ref, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(batched, batched_ref, rtol=1e-4, atol=1e-6)
     # not compiled (gelu, tanh), an empty batch, 17 windows: XLA's function, unchanged
     assert not native_usable("gelu", "quad1", x, start, end, weights)
     assert not native_usable("tanh", "quad1", x, start, end, weights)
