@@ -52,7 +52,6 @@ PARTS: dict[str, tuple[tuple[Path, ...], dict[str, str]]] = {
                    {PAIR_STATS_FORWARD_TARGET: "KanPairStatsForward",
                     PAIR_STATS_BACKWARD_TARGET: "KanPairStatsBackward"}),
 }
-SOURCES = tuple(src for sources, _ in PARTS.values() for src in sources)
 ENV_SWITCH = "KAN_NATIVE"
 ENV_CACHE = "KAN_NATIVE_CACHE"
 _OFF = {"0", "off", "no", "false", "none"}

@@ -111,6 +111,18 @@ inline void combine(vec a, vec b, vec& f, vec& fa, vec& fb) {
   }
 }
 
+// Window j of one input: f = fn(act(x - s), act(e - x)) and its partials F_u = fn_a act'(x - s),
+// F_w = fn_b act'(e - x) (the forward uses f alone; the compiler drops the rest there).
+template <int A, int F>
+inline void pair_window(vec xv, vec s, vec e, vec& f, vec& fu, vec& fw) {
+  vec a, da, b, db, fa, fb;
+  activation<A>(xv - s, a, da);
+  activation<A>(e - xv, b, db);
+  combine<F>(a, b, f, fa, fb);
+  fu = fa * da;
+  fw = fb * db;
+}
+
 struct Dims {
   int64_t rows, D, P, groups;
 };
@@ -169,10 +181,8 @@ void forward_block(const float* x, float* y, const float* sT, const float* eT, c
     const vec xv = load_vec(x + at);
     vec dot = {}, total = {}, lo = {}, hi = {};
     for (int j = 0; j < K; ++j) {
-      vec a, da, b, db, f, fa, fb;
-      activation<A>(xv - s[j], a, da);
-      activation<A>(e[j] - xv, b, db);
-      combine<F>(a, b, f, fa, fb);
+      vec f, fu, fw;
+      pair_window<A, F>(xv, s[j], e[j], f, fu, fw);
       dot += v[j] * f;
       total += f;
       lo = j == 0 ? f : (f < lo ? f : lo);
@@ -224,12 +234,7 @@ void pair_block(const float* x, const float* ct, float* dx, const float* sT, con
     const vec c_lo = load_vec(ct + 2 * plane + at), c_hi = load_vec(ct + 3 * plane + at);
     vec f[kSlots], fu[kSlots], fw[kSlots];
     for (int j = 0; j < K; ++j) {
-      vec a, da, b, db, fa, fb;
-      activation<A>(xv - s[j], a, da);
-      activation<A>(e[j] - xv, b, db);
-      combine<F>(a, b, f[j], fa, fb);
-      fu[j] = fa * da;
-      fw[j] = fb * db;
+      pair_window<A, F>(xv, s[j], e[j], f[j], fu[j], fw[j]);
     }
     vec lo = f[0], hi = f[0];
     for (int j = 1; j < K; ++j) {
