@@ -214,3 +214,29 @@ def test_a_part_builds_alone(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     built = [p.name for p in tmp_path.iterdir()]
     assert len(built) == 1 and built[0].startswith("kan_native-bspline-"), built
+
+
+@needs_kernel
+def test_profile_benchmark_times_the_kernels_the_layer_runs():
+    """benchmarks.native_profile times the two kernel calls on their own; they must be the calls the
+    layer makes: the forward kernel on the profile's terms equals the layer's spline part, and every
+    part is timed."""
+    from benchmarks import native_profile
+    from bases.bspline import native_ops
+
+    basis = BSpline(6, 5, 3)
+    weight = jax.random.normal(jax.random.PRNGKey(3), (5, 6, basis.num_functions))
+    mask = jnp.ones((5, 6))
+    x = _points(basis, n=30)
+    cfg = native_ops.Config(3, True, basis.num_functions)
+    values, slopes, first = native_ops.terms(cfg, x, basis.grid, derivatives=True)
+    np.testing.assert_allclose(native_ops.forward_kernel(cfg, values, first, weight, mask),
+                               _reference(x, basis, weight, mask), rtol=1e-5, atol=1e-5)
+    dy = jax.random.normal(jax.random.PRNGKey(4), (x.shape[0], 5))
+    dx, dweight = native_ops.backward_kernel(cfg, values, slopes, first, weight, mask, dy)
+    ref_dx, ref_dw = jax.grad(lambda v, w: jnp.sum(_reference(v, basis, w, mask) * dy), argnums=(0, 1))(x, weight)
+    np.testing.assert_allclose(dx.T, ref_dx, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(dweight, ref_dw, rtol=1e-4, atol=1e-4)
+    times = native_profile.main(["--in", "6", "--out", "5", "--batch", "32", "--repeats", "2"])
+    assert set(times) == {"mlp step", "kan step", "terms", "forward kernel", "backward kernel", "residual"}
+    assert all(np.isfinite(t) and t > 0 for t in times.values())

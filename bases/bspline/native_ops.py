@@ -12,7 +12,19 @@ cache); the pieces as XLA makes them, ``(k + 1, rows, d)`` planes with no transp
 against 2.0 ms), regathered per input by the kernel (its grouping 0.56 -> 1.5-2 ms on one thread, the
 step 30% slower); ``dx`` written by the kernel as ``(rows, d)`` instead of transposed by XLA (2-7%
 slower); a backward that dots each weight row with ``dy`` before weighting by the slopes (one
-multiply-add per output fewer, 13-19% slower for its larger per-row buffer)."""
+multiply-add per output fewer, 13-19% slower for its larger per-row buffer).
+
+Also measured and left out (same shape; ``python -m benchmarks.native_profile`` gives the parts): the
+terms computed once and kept from the forward for the backward (a ``prepare`` hook in
+:func:`bases.kernel_ad.kernel_op`: XLA already shares them, 11 fusions either way, 5.79x against 5.71x
+the MLP); with the terms made free (constants) the step took 6.22 against 6.24 ms, so they are off the
+critical path and a native or in-kernel pieces pass has nothing to win; the forward's rows in
+L1-sized chunks of 64 (buckets keyed by chunk and start: its tiles 2.2-2.3 against 1.9 ms on one
+thread); the kernels reading ``V`` and ``D`` through the permutation instead of sorted copies (the
+backward's grouping 0.3 against 1.0 ms, its tiles 5.2 against 4.1 ms); the forward split over row
+parts as well as output tiles (1.86 against 1.47 ms at 128 -> 128; 0.67 against 0.72 ms at 64 -> 64).
+On one thread the tiles ran at 61% (forward) and about 75% (backward) of the measured multiply-add
+peak, 58 lane-FMAs per ns."""
 
 from __future__ import annotations
 
@@ -66,22 +78,33 @@ def terms(cfg: Config, x: Array, grid: Array, derivatives: bool):
     return stack(values), (None if slopes is None else stack(slopes)), first
 
 
+def forward_kernel(cfg: Config, values: Array, first: Array, weight: Array, mask: Array) -> Array:
+    """The forward kernel on :func:`terms`' ``V`` and ``S``: ``(rows, out)``."""
+    shape = jax.ShapeDtypeStruct((values.shape[1], weight.shape[0]), jnp.float32)
+    return jax.ffi.ffi_call(native_build.FORWARD_TARGET, shape, vmap_method="sequential")(
+        values, first, weight, mask, pad=cfg.order)
+
+
+def backward_kernel(cfg: Config, values: Array, slopes: Array, first: Array, weight: Array, mask: Array,
+                    dy: Array) -> tuple[Array, Array]:
+    """The backward kernel on :func:`terms`' ``V``, ``D`` and ``S``: ``dx`` as ``(d, rows)`` and
+    ``dweight`` ``(out, d, n)``."""
+    shapes = (jax.ShapeDtypeStruct(first.shape, jnp.float32), jax.ShapeDtypeStruct(weight.shape, jnp.float32))
+    return jax.ffi.ffi_call(native_build.BACKWARD_TARGET, shapes, vmap_method="sequential")(
+        values, slopes, first, weight, mask, dy.astype(jnp.float32), pad=cfg.order)
+
+
 def forward(cfg: Config, x: Array, weight: Array, grid: Array, mask: Array) -> Array:
     """``(rows, out)`` by the forward kernel."""
     values, _, first = terms(cfg, x, grid, derivatives=False)
-    shape = jax.ShapeDtypeStruct((x.shape[0], weight.shape[0]), jnp.float32)
-    return jax.ffi.ffi_call(native_build.FORWARD_TARGET, shape, vmap_method="sequential")(
-        values, first, weight, mask, pad=cfg.order)
+    return forward_kernel(cfg, values, first, weight, mask)
 
 
 def backward(cfg: Config, x: Array, weight: Array, grid: Array, mask: Array,
              dy: Array) -> tuple[Array, Array]:
     """``(dx, dweight)`` of ``<dy, forward(...)>`` by the fused backward kernel."""
     values, slopes, first = terms(cfg, x, grid, derivatives=True)
-    shapes = (jax.ShapeDtypeStruct((x.shape[1], x.shape[0]), jnp.float32),
-              jax.ShapeDtypeStruct(weight.shape, jnp.float32))
-    dx, dweight = jax.ffi.ffi_call(native_build.BACKWARD_TARGET, shapes, vmap_method="sequential")(
-        values, slopes, first, weight, mask, dy.astype(jnp.float32), pad=cfg.order)
+    dx, dweight = backward_kernel(cfg, values, slopes, first, weight, mask, dy)
     return dx.T.astype(x.dtype), dweight
 
 
