@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import bases.bspline.contract as contract
 from bases import GaussianRBF, native_build
 from kan import KANLayer
 
@@ -88,6 +89,15 @@ def test_auto_takes_the_kernel_where_the_grid_is_fine():
     coarse = KANLayer(128, 128, GaussianRBF(128, 8, cutoff=3.0), key=jax.random.PRNGKey(0))
     plain = KANLayer(128, 128, GaussianRBF(128, 20), key=jax.random.PRNGKey(0))
     assert fine._uses_native(x) and not coarse._uses_native(x) and not plain._uses_native(x)
+    # the RBF crossover (dense features cost an exponential each), not the B-spline one
+    def auto(width, grid_size):
+        layer = KANLayer(width, width, GaussianRBF(width, grid_size, cutoff=3.0), key=jax.random.PRNGKey(0))
+        return layer._uses_native(jnp.zeros((1024, width)))
+
+    assert auto(256, 10) and auto(64, 14) and not auto(128, 10) and not auto(256, 8)
+    assert contract.choose_contraction(10, 5, 1024, "cpu", 256, 256, jnp.float32) == "dense"  # B-spline rule
+    with pytest.raises(ValueError, match="kind"):
+        contract.choose_contraction(14, 3, 1024, "cpu", 64, 64, jnp.float32, kind="fourier")
 
 
 def test_nan_input_stays_nan_on_both_paths():

@@ -69,13 +69,34 @@ NATIVE_MIN_WORK_FINE = 2**20
 NATIVE_MAX_BYTES = 16 * 2**20
 
 
+class Crossover(NamedTuple):
+    """Where ``"auto"`` takes the native kernel for a basis kind: ``functions >= ratio * terms`` and
+    ``rows * in * out >= work``, or ``functions >= fine_ratio * terms`` and ``>= fine_work``."""
+    ratio: float
+    work: int
+    fine_ratio: float
+    fine_work: int
+
+
+#: Per basis kind. B-splines and ReLU-KAN: the measurements in :func:`choose_contraction`. Gaussian RBFs
+#: with a cut-off (``local_terms`` = 6 at 3 widths), whose dense features cost an exponential each:
+#: native/dense time (fwd+bwd, batch 1024, width -> width, 2 cores, interleaved) 0.76 at 64, G = 14;
+#: 0.98 at 64, G = 12; 0.80 at 128, G = 12; 1.17 at 128, G = 10; 0.73 at 256, G = 10; 0.83 at 512,
+#: G = 10; 0.96 and 1.00 at 256 and 512, G = 8.
+CROSSOVERS = {
+    "bspline": Crossover(NATIVE_MIN_RATIO, NATIVE_MIN_WORK, 3, NATIVE_MIN_WORK_FINE),
+    "rbf": Crossover(1.6, 2**25, 2, 2**21),
+}
+
+
 def choose_contraction(num_functions: int, order: int, rows: int | None = None,
                        platform: str | None = None, in_features: int | None = None,
-                       out_features: int | None = None, dtype=None) -> str:
+                       out_features: int | None = None, dtype=None, kind: str = "bspline") -> str:
     """The rule behind ``contraction="auto"``: ``"native"`` on the CPU, in float32, when the kernel is
-    available (:func:`bases.native_build.available`) and the shape passes the three thresholds
-    above; ``"dense"`` otherwise (shapes not given count as small). ``platform`` defaults to JAX's
-    default backend.
+    available (:func:`bases.native_build.available`) and the shape passes the thresholds of
+    :data:`CROSSOVERS` for ``kind`` (``order + 1`` local terms) and :data:`NATIVE_MAX_BYTES`;
+    ``"dense"`` otherwise (shapes not given count as small). ``platform`` defaults to JAX's default
+    backend.
 
     Measured on 2 CPU cores (fwd+bwd w.r.t. trainable parameters and input, batch 1024, width -> width,
     interleaved, KAN/MLP time native vs dense, ``python -m benchmarks.layers --scaling``): 5.2 vs 19.6
@@ -87,9 +108,12 @@ def choose_contraction(num_functions: int, order: int, rows: int | None = None,
     platform = jax.default_backend() if platform is None else platform
     if platform != "cpu" or (dtype is not None and jnp.dtype(dtype) != jnp.float32) or not 1 <= order <= 6:
         return "dense"
+    if kind not in CROSSOVERS:
+        raise ValueError(f"choose_contraction: kind must be one of {sorted(CROSSOVERS)}, got {kind!r}")
+    rule = CROSSOVERS[kind]
     terms, work = order + 1, rows * in_features * out_features
-    needed = NATIVE_MIN_WORK_FINE if num_functions >= 3 * terms else NATIVE_MIN_WORK
-    if (num_functions < NATIVE_MIN_RATIO * terms or work < needed
+    needed = rule.fine_work if num_functions >= rule.fine_ratio * terms else rule.work
+    if (num_functions < rule.ratio * terms or work < needed
             or rows * in_features * terms * 4 > NATIVE_MAX_BYTES):
         return "dense"
     return "native" if native_build.available("bspline") else "dense"

@@ -176,7 +176,8 @@ class KANLayer(eqx.Module):
         rows = int(np.prod(x.shape[:-1])) if x.ndim > 1 else 1
         return bspline_contract.choose_contraction(
             self.basis.num_functions, terms - 1, rows, None, self.in_features, self.out_features,
-            jnp.promote_types(x.dtype, jnp.float32)) == "native"
+            jnp.promote_types(x.dtype, jnp.float32),
+            kind="rbf" if isinstance(self.basis, GaussianRBF) else "bspline") == "native"
 
     def _native_sum(self, x: Array, mask: Array) -> Array:
         """The spline part on the CPU kernel (the mask applied inside it), the residual as one matmul.
