@@ -2,6 +2,7 @@
 
     python -m benchmarks.layers [--in 128] [--out 128] [--batch 1024] [--repeats 50] [--only NAME ...] [--floor]
     python -m benchmarks.layers --scaling [--basis bspline|relukan|rbf] [--batch 1024] [--repeats 20]
+                                [--widths 64 256 512] [--grids 5 10 20]
     python -m benchmarks.layers --memory [--in 256] [--out 256] [--batch 32768] [--grid 10]
 
 The baseline is an MLP layer of the same in/out sizes (GELU then Linear). Every layer is timed as
@@ -223,9 +224,9 @@ def run_scaling(args: argparse.Namespace) -> list[dict]:
     print(f"{'width':>5s} {'G':>3s} {'mlp ms':>9s} {'kan ms':>9s} {'kan/mlp':>8s} {'per round':>11s} "
           f"{'path':>7s} {'dense/mlp':>10s} {'before/mlp':>11s}")
     rows = []
-    for width in (64, 256, 512):
+    for width in args.widths:
         x = jax.random.normal(jax.random.PRNGKey(1), (args.batch, width))
-        for grid in (5, 10, 20):
+        for grid in args.grids:
             if relukan:
                 kan = KANLayer(width, width, ReLUKAN(width, grid, 3), key=jax.random.PRNGKey(0))
             elif rbf:
@@ -337,6 +338,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                         help="also time the bare matmuls of each dense layer's contraction")
     parser.add_argument("--basis", choices=["bspline", "relukan", "rbf"], default="bspline",
                         help="the KAN layer's basis for --scaling")
+    parser.add_argument("--widths", type=int, nargs="+", default=[64, 256, 512], help="widths for --scaling")
+    parser.add_argument("--grids", type=int, nargs="+", default=[5, 10, 20], help="grid sizes for --scaling")
     parser.add_argument("--memory", action="store_true", help="peak training memory vs the MLP's")
     parser.add_argument("--child", choices=["mlp", "kan"], default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out-dir", default="benchmarks/results")

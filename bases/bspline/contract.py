@@ -64,9 +64,8 @@ NATIVE_MIN_RATIO = 2
 #: :data:`NATIVE_MIN_WORK_FINE` with a finer grid (``G + k >= 3 (k + 1)``: G >= 9 for cubic splines), ...
 NATIVE_MIN_WORK = 2**23
 NATIVE_MIN_WORK_FINE = 2**20
-#: ... and the kernel's per-row arrays (``rows * in * (k + 1)`` float32 values, slopes and their sorted
-#: copies) stay under this many bytes each (larger batches keep the dense path's row blocks and memory).
-NATIVE_MAX_BYTES = 16 * 2**20
+#: Larger batches run the kernel in row blocks (:data:`bases.bspline.native.NATIVE_MAX_BYTES`).
+NATIVE_MAX_BYTES = native.NATIVE_MAX_BYTES
 
 
 class Crossover(NamedTuple):
@@ -94,8 +93,8 @@ def choose_contraction(num_functions: int, order: int, rows: int | None = None,
                        out_features: int | None = None, dtype=None, kind: str = "bspline") -> str:
     """The rule behind ``contraction="auto"``: ``"native"`` on the CPU, in float32, when the kernel is
     available (:func:`bases.native_build.available`) and the shape passes the thresholds of
-    :data:`CROSSOVERS` for ``kind`` (``order + 1`` local terms) and :data:`NATIVE_MAX_BYTES`;
-    ``"dense"`` otherwise (shapes not given count as small). ``platform`` defaults to JAX's default
+    :data:`CROSSOVERS` for ``kind`` (``order + 1`` local terms; large batches run the kernel in row
+    blocks, :func:`bases.bspline.native.block_rows`); ``"dense"`` otherwise (shapes not given count as small). ``platform`` defaults to JAX's default
     backend.
 
     Measured on 2 CPU cores (fwd+bwd w.r.t. trainable parameters and input, batch 1024, width -> width,
@@ -113,8 +112,7 @@ def choose_contraction(num_functions: int, order: int, rows: int | None = None,
     rule = CROSSOVERS[kind]
     terms, work = order + 1, rows * in_features * out_features
     needed = rule.fine_work if num_functions >= rule.fine_ratio * terms else rule.work
-    if (num_functions < rule.ratio * terms or work < needed
-            or rows * in_features * terms * 4 > NATIVE_MAX_BYTES):
+    if num_functions < rule.ratio * terms or work < needed:
         return "dense"
     return "native" if native_build.available("bspline") else "dense"
 

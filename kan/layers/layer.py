@@ -21,7 +21,8 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from bases import (Basis, BSpline, GaussianRBF, ReLUKAN, buffer_field, bspline_edge_sum, check_last_dim,
                    gaussian_expectation, host_array, merge_last_two)
 import bases.bspline.contract as bspline_contract
-from bases.bspline.native import native_rbf_sum, native_relukan_sum, native_spline_sum
+from bases.bspline.native import (block_rows, map_row_blocks, native_rbf_sum, native_relukan_sum,
+                                  native_spline_sum)
 from bases.rbf import MAX_LOCAL_TERMS
 from bases.init_random import scaled_normal
 
@@ -51,7 +52,8 @@ class KANLayer(eqx.Module):
     to pay (:func:`bases.bspline.contract.choose_contraction`: G + k >= 3 (k + 1), enough rows) runs the
     native kernel of :mod:`bases.bspline.native` (work follows the k + 1 non-zero functions per input,
     not G + k); so do a ReLU-KAN layer with fixed windows (its bumps are as local) and a Gaussian RBF
-    layer with a cut-off (``GaussianRBF(..., cutoff=r)``: ``local_terms`` bumps per input). Otherwise a
+    layer with a cut-off (``GaussianRBF(..., cutoff=r)``: ``local_terms`` bumps per input); large
+    batches run it in rematerialised row blocks (:func:`bases.bspline.native.block_rows`). Otherwise a
     batch whose ``(batch, in, k)`` features fit in :data:`bases.bspline.contract.FULL_BYTES` (64 MiB) runs the plain dense path (one matmul, autodiff;
     see ``_fits_whole``); a larger one runs the same path in rematerialised row blocks, so training
     never holds its whole feature tensor (every basis). With a :class:`bases.BSpline` basis,
@@ -185,6 +187,12 @@ class KANLayer(eqx.Module):
         (:mod:`bases.kernel_ad`)."""
         lead = x.shape[:-1]
         flat = x.reshape(-1, self.in_features).astype(jnp.float32)
+        block = block_rows(flat.shape[0], self.in_features, self._local_terms())
+        y = map_row_blocks(lambda rows: self._native_rows(rows, mask), flat, block)  # residual in blocks too
+        return y.reshape(lead + (self.out_features,))
+
+    def _native_rows(self, flat: Array, mask: Array) -> Array:
+        """:meth:`_native_sum` of ``(rows, in)``."""
         if isinstance(self.basis, ReLUKAN):
             y = native_relukan_sum(flat, *self.basis.points(), self.spline_weight, order=self.basis.order,
                                    mask=mask)
@@ -196,7 +204,7 @@ class KANLayer(eqx.Module):
                                   uniform=self.basis.uniform, mask=mask)
         if self.base_weight is not None:
             y = y + self.base_activation(flat) @ (self.base_weight * mask).T
-        return y.reshape(lead + (self.out_features,))
+        return y
 
     def _fits_whole(self, x: Array) -> bool:
         """Whether the ``(rows, in, k)`` features of this batch fit in
