@@ -40,8 +40,15 @@ class DenseAutodiffKAN(eqx.Module):
 
 
 class DenseKAN(DenseAutodiffKAN):
-    """The layer's dense path (closed-form basis derivative, one matmul over ``in * (G + k + 1)``), which
+    """The layer's dense path (closed-form basis derivative, one matmul over ``in * (G + k + 1)``; in
+    rematerialised row blocks where the features pass ``FULL_BYTES``, as the layer runs it), which
     ``"auto"`` ran at every shape before the native kernel (the "dense" contender of ``--scaling``)."""
+
+    def __call__(self, x):
+        m = self.layer
+        mask = m._numeric_mask()
+        dense = m._dense_sum if m._fits_whole(x) else m._blocked_dense_sum
+        return dense(x, m.spline_weight * mask[..., None], mask) + m.bias
 
 
 def reference_layer(n_in: int, n_out: int, key: jax.Array, grid_size: int = 5) -> eqx.Module:
