@@ -20,9 +20,9 @@ cost no evaluation of the features can remove, so a layer's ratio to the MLP can
 floor's on that machine.
 
 ``--scaling``: the B-spline KAN layer against the MLP layer at widths 64/256/512 x G 5/10/20
-(``width -> width``), timed interleaved with the same layer on its dense path ("dense": one matmul over
-``in * (G + k + 1)``, what ``"auto"`` ran before the native kernel; "path" says which one ``"auto"``
-takes) and differentiated by autodiff through its basis evaluation ("before": no closed-form B-spline
+(``width -> width``; ``--widths`` / ``--grids`` pick others), timed interleaved with the same layer on
+its dense path ("dense": one matmul over ``in * (G + k + 1)``, in row blocks where the features pass
+``FULL_BYTES``, what ``"auto"`` ran before the native kernel; "path" says which one ``"auto"`` takes) and differentiated by autodiff through its basis evaluation ("before": no closed-form B-spline
 derivative). ``--basis relukan``: the same table for a ReLU-KAN layer (fixed windows, k = 3), whose
 bumps are as local as B-splines and run on the same kernel (no "before" column). ``--basis rbf``: for
 a Gaussian RBF layer with ``G`` centres cut off at 3 widths (6 non-zero bumps per input), "before"
