@@ -94,8 +94,8 @@ def choose_contraction(num_functions: int, order: int, rows: int | None = None,
     """The rule behind ``contraction="auto"``: ``"native"`` on the CPU, in float32, when the kernel is
     available (:func:`bases.native_build.available`) and the shape passes the thresholds of
     :data:`CROSSOVERS` for ``kind`` (``order + 1`` local terms; large batches run the kernel in row
-    blocks, :func:`bases.bspline.native.block_rows`); ``"dense"`` otherwise (shapes not given count as small). ``platform`` defaults to JAX's default
-    backend.
+    blocks, :func:`bases.bspline.native.block_rows`); ``"dense"`` otherwise (shapes not given count as
+    small). ``platform`` defaults to JAX's default backend.
 
     Measured on 2 CPU cores (fwd+bwd w.r.t. trainable parameters and input, batch 1024, width -> width,
     interleaved, KAN/MLP time native vs dense, ``python -m benchmarks.layers --scaling``): 5.2 vs 19.6

@@ -22,7 +22,7 @@ and Gaussian RBFs with a cut-off (:func:`native_rbf_sum`) use the same kernels.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -34,9 +34,9 @@ from .native_ops import Config, local_sum
 #: A batch whose kernel arrays (``rows * d * (k + 1)`` float32 values, their slopes and sorted copies)
 #: would exceed this many bytes each runs in row blocks of :func:`block_rows` rows, one kernel call per
 #: block (``lax.map``): memory stays bounded, and each block's output tiles stay in L2. One call over
-#: all rows ran at 11-13x the MLP step at 256 -> 256, G = 10, batch 8192-32768, blocks of 1024-2048
-#: rows at 7.3x (the dense path, which "auto" took there before: 12.5x); 512 -> 512, G = 20, batch
-#: 8192: blocks 8.3x against dense 21.7x (2 cores, fwd+bwd, interleaved).
+#: all rows ran at 11-13x the MLP step at 256 -> 256, G = 10, batch 8192-32768, blocks of 1024 or 2048
+#: rows at 6.2-7.3x (the dense path, which "auto" took there before: 12.5-13.8x); 512 -> 512, G = 20,
+#: batch 8192: blocks 8.3-8.4x against dense 21.7x (2 cores, fwd+bwd, interleaved).
 NATIVE_MAX_BYTES = 16 * 2**20
 #: Rows per block (fewer where a block's arrays would exceed :data:`NATIVE_MAX_BYTES`).
 NATIVE_BLOCK_ROWS = 1024
@@ -51,7 +51,7 @@ def block_rows(rows: int, d: int, terms: int) -> int:
     return max(1, min(NATIVE_BLOCK_ROWS, NATIVE_MAX_BYTES // per_row))
 
 
-def map_row_blocks(fn, x: Float[Array, "rows d"], block: int) -> Array:
+def map_row_blocks(fn: Callable[[Array], Array], x: Float[Array, "rows d"], block: int) -> Array:
     """``fn(x)`` ``(rows, out)`` computed as ``fn`` of row blocks of ``block`` rows (``lax.map``; the last
     block zero-padded, its padded rows get no cotangent) when ``block < rows``. Each block is under
     ``jax.checkpoint``, so reverse mode keeps only ``x`` (not, say, a residual activation of every row)."""
