@@ -124,10 +124,24 @@ def native_relukan_sum(
         raise ValueError(f"native_relukan_sum: start and end must both be (1, n) or (d, n), got "
                          f"{tuple(start.shape)} and {tuple(end.shape)}")
     mask = _check("native_relukan_sum", x, weight, num_functions, order, mask)
-    cfg = Config(int(order), True, int(num_functions), "relukan")
-    windows = jax.lax.stop_gradient(jnp.stack([jnp.broadcast_to(a, (x.shape[-1], num_functions))
-                                               for a in (start, end)]).astype(jnp.float32))
+    cfg, windows = relukan_kernel_args(start, end, x.shape[-1], order)
     return _blocked_sum(cfg, x, weight, windows, mask)
+
+
+def relukan_kernel_args(start: Array, end: Array, d: int, order: int) -> tuple[Config, Array]:
+    """The kernels' ``(cfg, grid)`` for ReLU-KAN windows (``grid``: the stacked ``(2, d, n)`` windows)."""
+    n = start.shape[-1]
+    windows = jnp.stack([jnp.broadcast_to(a, (d, n)) for a in (start, end)]).astype(jnp.float32)
+    return Config(int(order), True, int(n), "relukan"), jax.lax.stop_gradient(windows)
+
+
+def rbf_kernel_args(centers: Array, inv_width: Array, cutoff: float, terms: int) -> tuple[Config, Array]:
+    """The kernels' ``(cfg, grid)`` for evenly spaced cut-off bumps (``grid``: first centre, spacing and
+    inverse width, ``(3, d)``)."""
+    n = centers.shape[-1]
+    spacing = (centers[:, -1] - centers[:, 0]) / (n - 1)
+    grid = jnp.stack([centers[:, 0], spacing, inv_width]).astype(jnp.float32)
+    return Config(int(terms) - 1, True, int(n), "rbf", float(cutoff)), jax.lax.stop_gradient(grid)
 
 
 def native_rbf_sum(
@@ -148,7 +162,5 @@ def native_rbf_sum(
         raise ValueError(f"native_rbf_sum: expected centers (d, n >= 2) and inv_width (d,) for d = {x.shape[-1]}, "
                          f"got {tuple(centers.shape)} and {tuple(inv_width.shape)}")
     mask = _check("native_rbf_sum", x, weight, num_functions, int(terms) - 1, mask)
-    cfg = Config(int(terms) - 1, True, int(num_functions), "rbf", float(cutoff))
-    spacing = (centers[:, -1] - centers[:, 0]) / (num_functions - 1)
-    grid = jax.lax.stop_gradient(jnp.stack([centers[:, 0], spacing, inv_width]).astype(jnp.float32))
+    cfg, grid = rbf_kernel_args(centers, inv_width, cutoff, terms)
     return _blocked_sum(cfg, x, weight, grid, mask)
