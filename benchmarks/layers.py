@@ -8,11 +8,14 @@
 The baseline is an MLP layer of the same in/out sizes (GELU then Linear). Every layer is timed as
 ``jax.jit(jax.grad(sum(layer(x)**2)))`` with respect to its *trainable* parameters (the same
 ``bases.trainable_filter`` split that ``kan.fit`` uses: grids, masks and other buffers are not
-differentiated) and the input. Contenders are compiled first and then timed round-robin (one call of
-each per round), so machine load drifts affect all of them alike; the script prints the median time,
-the ratio to the MLP layer (of the medians) with the spread of the per-round ratios in brackets (25th
-to 75th percentile: how far one run's ratio can be trusted on a noisy machine), analytic FLOPs and
-parameter counts, and writes CSV + Markdown to ``benchmarks/results/``.
+differentiated) and the input. Each contender is timed round-robin with the MLP layer alone (one call
+of each per round, :func:`benchmarks.timing.paired_rounds`), so a drift in machine load hits both
+alike and no heavy third contender slows the MLP's step by evicting its data (at 512 -> 512 the MLP
+took 13.3 ms among four B-spline contenders and 10.7 ms beside one: the KAN ratio read 5.80x instead
+of 7.45x); the script prints the median time, the ratio to the MLP of its own pair (of the medians)
+with the spread of the per-round ratios in brackets (25th to 75th percentile: how far one run's ratio
+can be trusted on a noisy machine), analytic FLOPs and parameter counts, and writes CSV + Markdown to
+``benchmarks/results/``.
 
 ``--floor``: for each layer that is one dense contraction over ``K`` features per input (RBF, Chebyshev,
 Fourier, AF-pair, S-KAN while training), also time its three matmuls alone (``_GemmFloor``): the
@@ -52,6 +55,7 @@ from typing import Callable
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from bases import (ActivationPair, BSpline, Chebyshev, Fourier, GaussianRBF, ReLUKAN, count_parameters,
                    trainable_filter)
@@ -60,7 +64,7 @@ from kan.layers.afkan_layer import AFKANLayer
 from kan.layers.selectable_layer import SelectableKANLayer
 
 from .layer_baselines import AutodiffAFKAN, DenseKAN, XlaStatsAFKAN, bspline_layer, reference_layer
-from .timing import medians, ratio_quantiles, time_rounds
+from .timing import medians, paired_rounds, ratio_quantiles, time_rounds
 
 LayerFactory = Callable[[int, int, jax.Array], eqx.Module]
 
@@ -133,6 +137,26 @@ def layer_rounds(layers: dict[str, eqx.Module], x: jax.Array, repeats: int) -> d
                        repeats)
 
 
+def paired_ratios(layers: dict[str, eqx.Module], x: jax.Array, repeats: int, base: str) -> dict[str, dict]:
+    """Per layer: ``{"seconds", "base_seconds", "ratio", "low", "high"}`` from its own round-robin with
+    the ``base`` layer (:func:`benchmarks.timing.paired_rounds`); the base row holds its median over all
+    pairs and ratio 1."""
+    steps = {name: grad_step(layer) for name, layer in layers.items()}
+    calls = {name: functools.partial(step, params, x) for name, (step, params) in steps.items()}
+    out, base_times = {}, []
+    for name, rounds in paired_rounds(calls, base, repeats).items():
+        sec = medians(rounds)
+        low, _, high = ratio_quantiles(rounds, name, base)
+        out[name] = {"seconds": sec[name], "base_seconds": sec[base], "ratio": sec[name] / sec[base],
+                     "low": low, "high": high}
+        base_times += rounds[base]
+    if not out:  # the base alone
+        base_times = time_rounds({base: calls[base]}, repeats)[base]
+    out[base] = {"seconds": float(np.median(base_times)), "base_seconds": float(np.median(base_times)),
+                 "ratio": 1.0, "low": 1.0, "high": 1.0}
+    return {name: out[name] for name in layers}
+
+
 def time_interleaved(layers: dict[str, eqx.Module], x: jax.Array, repeats: int) -> dict[str, float]:
     """Median seconds of one forward+backward pass per layer, timed round-robin after compiling all."""
     return medians(layer_rounds(layers, x, repeats))
@@ -194,18 +218,17 @@ def run_default(args: argparse.Namespace) -> list[dict]:
                 weight = jax.random.normal(jax.random.PRNGKey(2), (args.n_out, args.n_in * width)) * 0.01
                 layers[f"  floor of {n.split(' (')[0]}: GEMMs, in*{width}"] = _GemmFloor(weight, width)
     print(f"device: {jax.devices()[0].device_kind}; shape {args.batch}x{args.n_in} -> {args.n_out}; "
-          f"round-robin, {args.repeats} rounds")
-    rounds = layer_rounds(layers, x, args.repeats)
-    seconds = medians(rounds)
-    base = seconds[MLP_NAME]
+          f"each layer round-robin with the MLP alone, {args.repeats} rounds")
+    table = paired_ratios(layers, x, args.repeats, MLP_NAME)
     rows = []
     for name, layer in layers.items():
-        low, _, high = ratio_quantiles(rounds, name, MLP_NAME)
-        rows.append({"layer": name, "ms": seconds[name] * 1e3, "ratio_vs_mlp": seconds[name] / base,
-                     "round_ratio_p25": low, "round_ratio_p75": high,
+        r = table[name]
+        rows.append({"layer": name, "ms": r["seconds"] * 1e3, "ratio_vs_mlp": r["ratio"],
+                     "mlp_ms_in_pair": r["base_seconds"] * 1e3,
+                     "round_ratio_p25": r["low"], "round_ratio_p75": r["high"],
                      "params": count_parameters(layer), "flops_per_sample": _flops(layer)})
-        print(f"{name:<34s} {seconds[name] * 1e3:8.3f} ms   x{seconds[name] / base:6.2f} vs MLP "
-              f"[{low:5.2f}-{high:5.2f}]   params {rows[-1]['params']:>8d}   "
+        print(f"{name:<34s} {r['seconds'] * 1e3:8.3f} ms   x{r['ratio']:6.2f} vs MLP "
+              f"[{r['low']:5.2f}-{r['high']:5.2f}]   params {rows[-1]['params']:>8d}   "
               f"flops/sample {rows[-1]['flops_per_sample']}")
     _write(rows, args.out_dir, "layers")
     return rows
@@ -220,7 +243,7 @@ def run_scaling(args: argparse.Namespace) -> list[dict]:
     title = {"bspline": "B-spline k=3", "relukan": "ReLU-KAN k=3",
              "rbf": f"Gaussian RBF cut off at {RBF_CUTOFF:g} widths (G centres)"}[args.basis]
     print(f"device: {jax.devices()[0].device_kind}; batch {args.batch}; width -> width; "
-          f"{title}; each pair round-robin, {args.repeats} rounds")
+          f"{title}; each contender round-robin with the MLP alone, {args.repeats} rounds")
     print(f"{'width':>5s} {'G':>3s} {'mlp ms':>9s} {'kan ms':>9s} {'kan/mlp':>8s} {'per round':>11s} "
           f"{'path':>7s} {'dense/mlp':>10s} {'before/mlp':>11s}")
     rows = []
@@ -239,20 +262,21 @@ def run_scaling(args: argparse.Namespace) -> list[dict]:
                 layers["before"] = KANLayer(width, width, GaussianRBF(width, grid), key=jax.random.PRNGKey(0))
             elif not relukan:
                 layers["before"] = reference_layer(width, width, jax.random.PRNGKey(0), grid)
-            rounds = layer_rounds(layers, x, args.repeats)
-            sec = medians(rounds)
+            table = paired_ratios(layers, x, args.repeats, "mlp")
+            sec = {name: r["seconds"] for name, r in table.items()}
+            ratio = {name: r["ratio"] for name, r in table.items()}
             sec.setdefault("before", float("nan"))
-            low, _, high = ratio_quantiles(rounds, "kan", "mlp")
+            ratio.setdefault("before", float("nan"))
+            low, high = table["kan"]["low"], table["kan"]["high"]
             path = "native" if kan._uses_native(x) else "dense"
-            rows.append({"width": width, "grid_size": grid, "mlp_ms": sec["mlp"] * 1e3,
-                         "kan_ms": sec["kan"] * 1e3, "ratio": sec["kan"] / sec["mlp"],
+            rows.append({"width": width, "grid_size": grid, "mlp_ms": table["kan"]["base_seconds"] * 1e3,
+                         "kan_ms": sec["kan"] * 1e3, "ratio": ratio["kan"],
                          "round_ratio_p25": low, "round_ratio_p75": high, "path": path,
-                         "dense_ms": sec["dense"] * 1e3, "dense_ratio": sec["dense"] / sec["mlp"],
-                         "before_ms": sec["before"] * 1e3, "before_ratio": sec["before"] / sec["mlp"]})
-            print(f"{width:5d} {grid:3d} {sec['mlp'] * 1e3:9.3f} {sec['kan'] * 1e3:9.3f} "
-                  f"{sec['kan'] / sec['mlp']:8.2f} {f'{low:.2f}-{high:.2f}':>11s} {path:>7s} "
-                  f"{sec['dense'] / sec['mlp']:10.2f} "
-                  f"{sec['before'] / sec['mlp']:11.2f}", flush=True)
+                         "dense_ms": sec["dense"] * 1e3, "dense_ratio": ratio["dense"],
+                         "before_ms": sec["before"] * 1e3, "before_ratio": ratio["before"]})
+            print(f"{width:5d} {grid:3d} {rows[-1]['mlp_ms']:9.3f} {sec['kan'] * 1e3:9.3f} "
+                  f"{ratio['kan']:8.2f} {f'{low:.2f}-{high:.2f}':>11s} {path:>7s} "
+                  f"{ratio['dense']:10.2f} {ratio['before']:11.2f}", flush=True)
     _write(rows, args.out_dir, {"bspline": "layers_scaling", "relukan": "layers_scaling_relukan",
                                 "rbf": "layers_scaling_rbf"}[args.basis])
     return rows

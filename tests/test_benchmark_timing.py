@@ -1,6 +1,6 @@
 import pytest
 
-from benchmarks.timing import medians, ratio_quantiles, time_rounds
+from benchmarks.timing import medians, paired_rounds, ratio_quantiles, time_rounds
 
 
 def test_rounds_call_every_contender_once_per_round_after_warmup():
@@ -33,3 +33,15 @@ def test_ratio_spread_and_errors():
         ratio_quantiles({"base": [1.0], "x": [1.0, 2.0]}, "x", "base")
     with pytest.raises(ValueError, match="repeats"):
         time_rounds({"a": lambda: None}, repeats=0)
+
+
+def test_paired_rounds_time_each_contender_with_the_baseline_alone():
+    calls = []
+    fns = {name: (lambda name=name: calls.append(name)) for name in ("mlp", "a", "b")}
+    pairs = paired_rounds(fns, "mlp", repeats=2, warmup=1)
+    assert set(pairs) == {"a", "b"} and all(set(r) == {"mlp", name} for name, r in pairs.items())
+    # pair (mlp, a): warm-up then rounds, then pair (mlp, b): "b" never runs between the mlp and "a"
+    assert calls == ["mlp", "a", "mlp", "a", "mlp", "a", "mlp", "b", "mlp", "b", "mlp", "b"]
+    assert all(len(ts) == 2 for r in pairs.values() for ts in r.values())
+    with pytest.raises(ValueError, match="baseline"):
+        paired_rounds(fns, "missing", repeats=1)
