@@ -98,7 +98,9 @@ def choose_contraction(num_functions: int, order: int, rows: int | None = None,
     small). ``platform`` defaults to JAX's default backend.
 
     Measured on 2 CPU cores (fwd+bwd w.r.t. trainable parameters and input, batch 1024, width -> width,
-    interleaved, KAN/MLP time native vs dense, ``python -m benchmarks.layers --scaling``): 5.2 vs 19.6
+    interleaved, KAN/MLP time native vs dense, ``python -m benchmarks.layers --scaling``, then one
+    round-robin of four contenders, whose heavy members slowed the MLP: its ratios read low, the
+    native/dense comparison holds; with pairs, 7.8 vs 20.0 at 512, G=20): 5.2 vs 19.6
     at 512, G=20; 5.2 vs 11.2 at 512, G=10; 5.2 vs 8.0 at 512, G=5; 6.4 vs 11.7 at 256, G=10; 5.9 vs
     6.2 at 128, G=5; 4.3 vs 5.2 at 64, G=10; at 64, G=5 (4M multiply-adds per term) dense was faster,
     4.4 vs 4.9. No GPU: the kernel is CPU-only."""
