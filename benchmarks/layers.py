@@ -228,7 +228,8 @@ def run_default(args: argparse.Namespace) -> list[dict]:
                      "round_ratio_p25": r["low"], "round_ratio_p75": r["high"],
                      "params": count_parameters(layer), "flops_per_sample": _flops(layer)})
         print(f"{name:<34s} {r['seconds'] * 1e3:8.3f} ms   x{r['ratio']:6.2f} vs MLP "
-              f"[{r['low']:5.2f}-{r['high']:5.2f}]   params {rows[-1]['params']:>8d}   "
+              f"({r['base_seconds'] * 1e3:6.3f} ms beside it) [{r['low']:5.2f}-{r['high']:5.2f}]   "
+              f"params {rows[-1]['params']:>8d}   "
               f"flops/sample {rows[-1]['flops_per_sample']}")
     _write(rows, args.out_dir, "layers")
     return rows
