@@ -45,3 +45,16 @@ def test_paired_rounds_time_each_contender_with_the_baseline_alone():
     assert all(len(ts) == 2 for r in pairs.values() for ts in r.values())
     with pytest.raises(ValueError, match="baseline"):
         paired_rounds(fns, "missing", repeats=1)
+
+
+def test_layer_table_pairs_every_layer_with_the_mlp():
+    import jax
+
+    from benchmarks.layers import _mlp_layer, paired_ratios
+
+    key = jax.random.PRNGKey(0)
+    layers = {"mlp": _mlp_layer(4, 3, key), "other": _mlp_layer(4, 3, jax.random.PRNGKey(1))}
+    table = paired_ratios(layers, jax.random.normal(key, (8, 4)), repeats=3, base="mlp")
+    assert list(table) == ["mlp", "other"] and table["mlp"]["ratio"] == 1.0
+    other = table["other"]
+    assert other["ratio"] == other["seconds"] / other["base_seconds"] and other["low"] <= other["high"]
