@@ -45,10 +45,7 @@ class DenseKAN(DenseAutodiffKAN):
     ``"auto"`` ran at every shape before the native kernel (the "dense" contender of ``--scaling``)."""
 
     def __call__(self, x):
-        m = self.layer
-        mask = m._numeric_mask()
-        dense = m._dense_sum if m._fits_whole(x) else m._blocked_dense_sum
-        return dense(x, m.spline_weight * mask[..., None], mask) + m.bias
+        return self.layer._features_sum(x, self.layer._numeric_mask()) + self.layer.bias
 
 
 def reference_layer(n_in: int, n_out: int, key: jax.Array, grid_size: int = 5) -> eqx.Module:

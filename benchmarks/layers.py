@@ -25,7 +25,8 @@ floor's on that machine.
 ``--scaling``: the B-spline KAN layer against the MLP layer at widths 64/256/512 x G 5/10/20
 (``width -> width``; ``--widths`` / ``--grids`` pick others), timed interleaved with the same layer on
 its dense path ("dense": one matmul over ``in * (G + k + 1)``, in row blocks where the features pass
-``FULL_BYTES``, what ``"auto"`` ran before the native kernel; "path" says which one ``"auto"`` takes) and differentiated by autodiff through its basis evaluation ("before": no closed-form B-spline
+``FULL_BYTES``, what ``"auto"`` ran before the native kernel; "path" says which one ``"auto"`` takes)
+and differentiated by autodiff through its basis evaluation ("before": no closed-form B-spline
 derivative). ``--basis relukan``: the same table for a ReLU-KAN layer (fixed windows, k = 3), whose
 bumps are as local as B-splines and run on the same kernel (no "before" column). ``--basis rbf``: for
 a Gaussian RBF layer with ``G`` centres cut off at 3 widths (6 non-zero bumps per input), "before"
@@ -129,20 +130,23 @@ def grad_step(layer: eqx.Module) -> tuple[Callable, eqx.Module]:
     return jax.jit(jax.grad(loss, argnums=(0, 1))), params
 
 
+def step_calls(layers: dict[str, eqx.Module], x: jax.Array) -> dict[str, Callable]:
+    """name -> zero-argument call of the layer's :func:`grad_step` on ``x``."""
+    steps = {name: grad_step(layer) for name, layer in layers.items()}
+    return {name: functools.partial(step, params, x) for name, (step, params) in steps.items()}
+
+
 def layer_rounds(layers: dict[str, eqx.Module], x: jax.Array, repeats: int) -> dict[str, list[float]]:
     """Seconds of one forward+backward pass per layer in every round, timed round-robin after
     compiling all (:func:`benchmarks.timing.time_rounds`)."""
-    steps = {name: grad_step(layer) for name, layer in layers.items()}
-    return time_rounds({name: functools.partial(step, params, x) for name, (step, params) in steps.items()},
-                       repeats)
+    return time_rounds(step_calls(layers, x), repeats)
 
 
 def paired_ratios(layers: dict[str, eqx.Module], x: jax.Array, repeats: int, base: str) -> dict[str, dict]:
     """Per layer: ``{"seconds", "base_seconds", "ratio", "low", "high"}`` from its own round-robin with
     the ``base`` layer (:func:`benchmarks.timing.paired_rounds`); the base row holds its median over all
     pairs and ratio 1."""
-    steps = {name: grad_step(layer) for name, layer in layers.items()}
-    calls = {name: functools.partial(step, params, x) for name, (step, params) in steps.items()}
+    calls = step_calls(layers, x)
     out, base_times = {}, []
     for name, rounds in paired_rounds(calls, base, repeats).items():
         sec = medians(rounds)

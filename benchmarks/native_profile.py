@@ -29,6 +29,9 @@ from bases.bspline.native import rbf_kernel_args, relukan_kernel_args
 from bases.bspline.native_ops import Config, backward_kernel, forward_kernel, terms
 from kan import KANLayer
 
+from .layers import _mlp_layer, grad_step
+from .timing import medians, time_rounds
+
 BASES = ("bspline", "relukan", "rbf")
 
 
@@ -45,8 +48,6 @@ def kernel_layer(kind: str, n_in: int, n_out: int, grid_size: int, order: int, k
         cfg, grid = Config(order, True, basis.num_functions), basis.grid
     return KANLayer(n_in, n_out, basis, contraction="native", key=key), cfg, grid
 
-from .layers import _mlp_layer, grad_step
-from .timing import medians, time_rounds
 
 
 def part_calls(n_in: int, n_out: int, batch: int, grid_size: int, order: int, kind: str = "bspline") -> dict:

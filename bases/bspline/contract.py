@@ -61,11 +61,10 @@ class _Config(NamedTuple):
 #: (``G + k >= NATIVE_MIN_RATIO (k + 1)``: G >= 5 for cubic splines) ...
 NATIVE_MIN_RATIO = 2
 #: ... and at least this many multiply-adds per local term (``rows * in * out``), or
-#: :data:`NATIVE_MIN_WORK_FINE` with a finer grid (``G + k >= 3 (k + 1)``: G >= 9 for cubic splines), ...
+#: :data:`NATIVE_MIN_WORK_FINE` with a finer grid (``G + k >= 3 (k + 1)``: G >= 9 for cubic splines) (B-splines and
+#: ReLU-KAN; other kinds in :data:`CROSSOVERS`).
 NATIVE_MIN_WORK = 2**23
 NATIVE_MIN_WORK_FINE = 2**20
-#: Larger batches run the kernel in row blocks (:data:`bases.bspline.native.NATIVE_MAX_BYTES`).
-NATIVE_MAX_BYTES = native.NATIVE_MAX_BYTES
 
 
 class Crossover(NamedTuple):

@@ -137,10 +137,8 @@ class KANLayer(eqx.Module):
             y = self._native_sum(x, mask)
         elif isinstance(self.basis, BSpline) and self.contraction != "auto":
             y = self._bspline_sum(x, self.spline_weight * mask[..., None], mask)
-        elif self._fits_whole(x):
-            y = self._dense_sum(x, self.spline_weight * mask[..., None], mask)
         else:
-            y = self._blocked_dense_sum(x, self.spline_weight * mask[..., None], mask)
+            y = self._features_sum(x, mask)
         if self.symbolic is not None:
             sym_mask = jax.lax.stop_gradient(self.edge_mask * self.symbolic.active)
             y = y + jnp.sum(self.symbolic(x) * sym_mask, axis=-1)
@@ -205,6 +203,12 @@ class KANLayer(eqx.Module):
         if self.base_weight is not None:
             y = y + self.base_activation(flat) @ (self.base_weight * mask).T
         return y
+
+    def _features_sum(self, x: Array, mask: Array) -> Array:
+        """The edge sum from the basis features: whole where they fit (:meth:`_fits_whole`), else in
+        rematerialised row blocks (:meth:`_blocked_dense_sum`)."""
+        dense = self._dense_sum if self._fits_whole(x) else self._blocked_dense_sum
+        return dense(x, self.spline_weight * mask[..., None], mask)
 
     def _fits_whole(self, x: Array) -> bool:
         """Whether the ``(rows, in, k)`` features of this batch fit in
