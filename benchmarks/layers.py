@@ -20,7 +20,10 @@ can be trusted on a noisy machine), analytic FLOPs and parameter counts, and wri
 ``--floor``: for each layer that is one dense contraction over ``K`` features per input (RBF, Chebyshev,
 Fourier, AF-pair, S-KAN while training), also time its three matmuls alone (``_GemmFloor``): the
 cost no evaluation of the features can remove, so a layer's ratio to the MLP cannot fall below its
-floor's on that machine.
+floor's on that machine. For the B-spline and ReLU-KAN layers, whose kernels follow the ``k + 1``
+non-zero functions, the same three matmuls over ``in * (k + 2)`` (the local pieces and the residual):
+the kernels' multiply-adds run at the MLP's matmul efficiency, a floor for any local evaluation that
+is no faster per multiply-add than XLA's matmul.
 
 ``--scaling``: the B-spline KAN layer against the MLP layer at widths 64/256/512 x G 5/10/20
 (``width -> width``; ``--widths`` / ``--grids`` pick others), timed interleaved with the same layer on
@@ -211,6 +214,14 @@ def _dense_width(layer: eqx.Module) -> int | None:
     return None
 
 
+def _local_width(layer: eqx.Module) -> int | None:
+    """For a B-spline or ReLU-KAN layer (the local kernels), the multiply-adds per input and output of
+    its forward as dense features: ``k + 1`` local pieces plus the residual; else None."""
+    if isinstance(layer, KANLayer) and isinstance(layer.basis, (BSpline, ReLUKAN)):
+        return layer.basis.order + 1 + (layer.base_weight is not None)
+    return None
+
+
 def run_default(args: argparse.Namespace) -> list[dict]:
     x = jax.random.normal(jax.random.PRNGKey(1), (args.batch, args.n_in))
     names = [n for n in LAYERS if n == MLP_NAME or not args.only or n in args.only]
@@ -221,6 +232,10 @@ def run_default(args: argparse.Namespace) -> list[dict]:
             if width is not None:
                 weight = jax.random.normal(jax.random.PRNGKey(2), (args.n_out, args.n_in * width)) * 0.01
                 layers[f"  floor of {n.split(' (')[0]}: GEMMs, in*{width}"] = _GemmFloor(weight, width)
+            local = None if "(before" in n else _local_width(layers[n])
+            if local is not None:
+                weight = jax.random.normal(jax.random.PRNGKey(2), (args.n_out, args.n_in * local)) * 0.01
+                layers[f"  local floor of {n}: GEMMs, in*{local}"] = _GemmFloor(weight, local)
     print(f"device: {jax.devices()[0].device_kind}; shape {args.batch}x{args.n_in} -> {args.n_out}; "
           f"each layer round-robin with the MLP alone, {args.repeats} rounds")
     table = paired_ratios(layers, x, args.repeats, MLP_NAME)

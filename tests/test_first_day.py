@@ -122,3 +122,27 @@ def test_create_dataset_names_points_where_f_is_not_finite():
         kan.create_dataset(lambda x: jnp.log(x[:, :1]), 2, train_num=50, test_num=5)
     data = kan.create_dataset(lambda x: jnp.log(x[:, :1]), 2, ranges=(0.5, 2.0), train_num=50, test_num=5)
     assert bool(jnp.all(jnp.isfinite(data["train_label"])))
+
+
+def test_cli_leaves_without_teardown_after_flushing_its_output():
+    """kan.__main__.leave: piped (block-buffered) output still arrives, the exit code is kept, and no
+    atexit handler runs (the interpreter's teardown of JAX's runtime is skipped)."""
+    code = ("import atexit, sys, jax.numpy as jnp\n"
+            "from kan.__main__ import leave\n"
+            "atexit.register(lambda: print('teardown ran'))\n"
+            "print('result', float(jnp.sum(jnp.arange(4.0))))\n"
+            "sys.stderr.write('last words')\n"
+            "leave(3)\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 3, run.stderr
+    assert run.stdout.splitlines() == ["result 6.0"] and run.stderr.endswith("last words")
+
+
+def test_cli_console_script_is_cli_and_module_help_still_exits_0():
+    import tomllib
+    from pathlib import Path
+
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert project["project"]["scripts"]["kan"] == "kan.__main__:cli"
+    run = subprocess.run([sys.executable, "-m", "kan", "--help"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and "demo" in run.stdout, run.stderr
