@@ -24,10 +24,22 @@ thread); the kernels reading ``V`` and ``D`` through the permutation instead of 
 backward's grouping 0.3 against 1.0 ms, its tiles 5.2 against 4.1 ms); the forward split over row
 parts as well as output tiles (1.86 against 1.47 ms at 128 -> 128; 0.67 against 0.72 ms at 64 -> 64).
 On one thread the tiles ran at 61% (forward) and about 75% (backward) of the measured multiply-add
-peak, 58 lane-FMAs per ns. Not yet tried in the layer: the backward's sorted values and slopes
-interleaved in one array (one write per entry instead of two): its grouping 10-30% faster and the whole
-backward about 4% faster on one thread (256 -> 256, G = 20; k + 1 = 4 and 6 terms), within the layer
-benchmark's noise."""
+peak, 58 lane-FMAs per ns.
+
+Measured later and left out too (kernels alone A/B in one process against a second build, or the layer
+step; 2 cores): the backward's sorted values and slopes interleaved in one array (its grouping had been
+10-30% faster on one thread; on 2 cores the backward took 1.02-1.10x, 128 -> 128, G = 5 and 256, G = 20);
+software prefetch of the rows 4, 8 or 16 sorted positions ahead (forward and backward within the
++-10% by which two builds of the same source differed); the terms computed in ``(d, rows)`` layout (a
+``vmap`` over inputs, no transposes: the same 1.8 ms alone, the step 1.20x slower); and the layer's
+residual branch inside the kernels as one more term per input (its weight row kept in registers across
+an input's groups, saving the three residual matmuls): fwd+bwd 0.93-0.95x at 128 -> 128 and 256 -> 256,
+G = 5, batch 1024, but 1.00x at 128, G = 20 and 256, G = 10, 1.20x at 512, G = 20 and 1.25x at 128, G = 5,
+batch 4096, although one more term cost the kernels alone less than those matmuls (at batch 4096:
++1.5 ms against about 2.5 ms). The likely reason: XLA runs the residual's matmuls beside the kernels
+(a ``jax.profiler`` trace of the step showed one on the second core while the backward kernel
+started), on time a kernel leaves a core idle (grouping rows, two output tiles for two threads), so
+they were partly free already."""
 
 from __future__ import annotations
 
