@@ -1,7 +1,7 @@
 """Group-rational kernels: forward and forward+backward time and achieved memory bandwidth.
 
     python -m benchmarks.kernels [--full] [--dtype float32|bfloat16|float16] [--repeats 10]
-                                 [--peak-gbs 3350] [--out-dir benchmarks/results]
+                                 [--peak-gbs 3350] [--out-dir benchmarks/results] [--keep-freed]
 
 Shapes are (batch * tokens, channels) with 8 groups and a 5/4 rational in form A. Compared:
 (a) the fused Pallas kernels, (b) the XLA version of the same math (both under the op's
@@ -17,7 +17,8 @@ emulation, meaningless for timing), so only the XLA paths run there. Writes CSV 
 On CPU with glibc's default heap, outputs above its mmap threshold are page-faulted in at every call,
 in a pattern that depends on what ran before: the 8192 x 768 forward took 3.9-15 ms in one process
 and another, so "x fwd" moves with it. ``python -m benchmarks.cpu_heap`` shows the faults; running
-this script with its ``KEEP_FREED`` environment removes them.
+this script with its ``KEEP_FREED`` environment, or with ``--keep-freed`` (:func:`kan.keep_freed_heap`
+before the first program), removes them.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import jax.numpy as jnp
 from bases.kernels import group_rational, resolve_group_index
 from bases.kernels.rational_xla import backward_xla, forward_xla
 from bases.rational.init_table import rational_init
+from kan.cpu_heap import keep_freed_heap
 
 from .timing import medians, time_rounds
 
@@ -138,9 +140,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--peak-gbs", type=float, default=None, help="override the peak bandwidth")
     parser.add_argument("--out-dir", default="benchmarks/results")
+    parser.add_argument("--keep-freed", action="store_true",
+                        help="keep freed memory in the heap (kan.keep_freed_heap): no page faults per call on CPU")
     args = parser.parse_args(argv)
     if args.repeats < 1:
         raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
+    if args.keep_freed:
+        print(f"heap keeps freed memory: {keep_freed_heap()}")
     device = jax.devices()[0]
     on_gpu = device.platform == "gpu"
     peak = args.peak_gbs or (peak_bandwidth(device.device_kind) if on_gpu else None)

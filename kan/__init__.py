@@ -10,6 +10,7 @@ from . import count, edit, layers, nn, train
 
 from .layers.afkan_layer import AFKANLayer
 from .count import count_flops, count_parameters, match_widths, xla_flops
+from .cpu_heap import keep_freed_heap
 from .edit.calibrate import CalibrationRecord, calibrate, layer_variances, register_layer_kind
 from .train.data import create_dataset
 from .train.fit import check_data, dataset_pairs, fit, mse
@@ -31,6 +32,7 @@ from .layers.selectable_layer import (CANDIDATES, InputAffine, SelectableKANLaye
 from .train.regularization import attribution_scores, sparsity_regularizer
 
 __all__ = [
+    "keep_freed_heap",
     "AFKANLayer",
     "CANDIDATES",
     "InputAffine",

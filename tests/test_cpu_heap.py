@@ -48,3 +48,22 @@ def test_keep_freed_heap_stops_refaulting_large_buffers():
     pages = 24 * 2**20 * 4 // 4096
     assert default > pages // 2, (default, pages)  # the premise: the default heap re-faults the output
     assert kept < pages // 20, (kept, pages)
+
+
+def test_keep_freed_heap_in_process_stops_refaulting_large_buffers():
+    """kan.keep_freed_heap (glibc's mallopt, called after import and before the first program) does what
+    the KEEP_FREED environment does: the 96 MiB output stops being faulted in at every call."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = "from kan.cpu_heap import keep_freed_heap\nassert keep_freed_heap()\n" + _PROBE
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=heap_env(False),
+                          cwd=root, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    kept = json.loads(done.stdout.strip().splitlines()[-1])
+    assert kept < 24 * 2**20 * 4 // 4096 // 20, kept
+
+
+def test_keep_freed_heap_reports_false_off_glibc(monkeypatch):
+    import kan.cpu_heap as cpu_heap
+
+    monkeypatch.setattr(cpu_heap.platform, "libc_ver", lambda: ("", ""))
+    assert cpu_heap.keep_freed_heap() is False
