@@ -58,3 +58,24 @@ def test_layer_table_pairs_every_layer_with_the_mlp():
     assert list(table) == ["mlp", "other"] and table["mlp"]["ratio"] == 1.0
     other = table["other"]
     assert other["ratio"] == other["seconds"] / other["base_seconds"] and other["low"] <= other["high"]
+
+
+def test_floor_contenders_count_each_layer_kind_s_multiply_adds():
+    """``--floor``: dense layers get in * (functions + residual) features, the local-kernel layers
+    in * (k + 2) (their k + 1 pieces and the residual), other layers none; a floor's matmul has that
+    many multiply-adds per output."""
+    import jax
+    import jax.numpy as jnp
+
+    from bases import BSpline, Fourier, ReLUKAN
+    from benchmarks.layers import _dense_width, _GemmFloor, _local_width, _mlp_layer
+    from kan import KANLayer
+
+    key = jax.random.PRNGKey(0)
+    spline = KANLayer(6, 5, BSpline(6, grid_size=7, order=2), key=key)
+    relu = KANLayer(6, 5, ReLUKAN(6, 5, 3), key=key, base_activation=None)
+    fourier = KANLayer(6, 5, Fourier(6, 4), key=key)
+    assert (_local_width(spline), _local_width(relu), _local_width(fourier)) == (4, 4, None)
+    assert (_dense_width(spline), _dense_width(fourier), _local_width(_mlp_layer(6, 5, key))) == (None, 9, None)
+    floor = _GemmFloor(jnp.ones((5, 6 * 4)), 4)
+    assert floor(jnp.ones((3, 6))).shape == (3, 5) and float(floor(jnp.ones((1, 6)))[0, 0]) == 24.0
