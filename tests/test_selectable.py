@@ -263,3 +263,17 @@ def test_refit_bad_configs_raise():
         layer.refit(x, jnp.zeros((40, 2)))
     with pytest.raises(ValueError, match="InputAffine: shift must be finite and scale finite and > 0"):
         InputAffine(Fourier(2), 0.0, -1.0)
+
+
+def test_forward_is_the_selection_weighted_sum_over_spaces_and_the_base_branch():
+    """The one contraction (function-major features and weights) equals the plain sum
+    y = sum_c sum_i p[i, c] sum_k w_c[o, i, k] F_c(x)[..., i, k] + base + bias, with mixed selections."""
+    layer = SelectableKANLayer(5, 3, ["chebyshev", "fourier", "rbf"], key=KEY)
+    layer = eqx.tree_at(lambda m: m.logits, layer, jax.random.normal(jax.random.PRNGKey(7), (5, 3)))
+    layer = eqx.tree_at(lambda m: m.bias, layer, jnp.arange(3.0))
+    x = jax.random.uniform(KEY, (2, 4, 5), minval=-1.0, maxval=1.0)
+    p = layer.probabilities()
+    want = layer.bias + layer.base_activation(x) @ layer.base_weight.T
+    for c, (basis, w) in enumerate(zip(layer.bases, layer.weights)):
+        want = want + jnp.einsum("...ik,oik,i->...o", basis(x), w, p[:, c])
+    np.testing.assert_allclose(layer(x), want, rtol=1e-5, atol=1e-5)

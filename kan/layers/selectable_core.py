@@ -156,18 +156,20 @@ class SelectableKANLayer(eqx.Module):
         del key
         check_last_dim(x, self.in_features, "SelectableKANLayer")
         x = x.astype(jnp.promote_types(x.dtype, jnp.float32))  # the residual's SiLU in float32 too
-        # All spaces (and the base branch) in one contraction over (in, sum_c k_c [+ 1]); the
+        # All spaces (and the base branch) in one contraction over (sum_c k_c [+ 1], in); the
         # selection weights scale the (out, in, k) weights, not the (batch, in, k) features, so
-        # their gradient is a small reduction over the weight gradient, not over the batch.
+        # their gradient is a small reduction over the weight gradient, not over the batch. Features
+        # and weights are joined function-major, (..., k, in): each space's block is contiguous (joined
+        # along the last axis, (..., in, 21), the two concatenations cost 1.7 ms of a 9.8 ms step at
+        # 1024 x 128 -> 128; function-major the step took 0.96-0.98x).
         p = self.probabilities()
-        feats = [basis(x) for basis in self.bases]
-        weights = [w * p[None, :, c, None] for c, w in enumerate(self.weights)]
+        feats = [jnp.swapaxes(basis(x), -1, -2) for basis in self.bases]
+        weights = [jnp.swapaxes(w * p[None, :, c, None], -1, -2) for c, w in enumerate(self.weights)]
         if self.base_weight is not None:
-            feats.insert(0, self.base_activation(x)[..., None].astype(feats[0].dtype))
-            weights.insert(0, self.base_weight[..., None])
-        flat = jnp.concatenate(feats, axis=-1)
-        flat = merge_last_two(flat)
-        w = jnp.concatenate(weights, axis=-1).reshape(self.out_features, -1)
+            feats.insert(0, self.base_activation(x)[..., None, :].astype(feats[0].dtype))
+            weights.insert(0, self.base_weight[:, None, :])
+        flat = merge_last_two(jnp.concatenate(feats, axis=-2))
+        w = jnp.concatenate(weights, axis=-2).reshape(self.out_features, -1)
         return flat @ w.T.astype(flat.dtype) + self.bias
 
     def with_temperature(self, temperature: Union[float, Array]) -> "SelectableKANLayer":
