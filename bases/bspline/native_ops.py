@@ -39,12 +39,12 @@ batch 4096, although one more term cost the kernels alone less than those matmul
 +1.5 ms against about 2.5 ms). The likely reason: XLA runs the residual's matmuls beside the kernels
 (a ``jax.profiler`` trace of the step showed one on the second core while the backward kernel
 started), on time a kernel leaves a core idle (grouping rows, two output tiles for two threads), so
-they were partly free already. The grouping (counting sort and sorted copies) took 0.20-0.23 ms of the
-forward kernel's 1.0 ms and 0.34-0.53 ms of the backward's 1.7-1.9 ms at 128 -> 128, G = 5 (a build that
-returned after it; an empty call took 0.03 ms), about 22-25 GB/s of reads and writes on 2 cores;
-counting and placing rows by four interleaved sets of counters (no chain of increments through one
-counter) made both kernels 1.02-1.18x slower, so the grouping is bound by memory traffic, not by that
-chain. Larger forward tiles of 32 columns (four tiles for two threads at 128 outputs) ran 1.01-1.26x.
+they were partly free already. The grouping (counting sort and sorted copies) took 0.23-0.35 ms of the
+forward kernel's 1.0-1.1 ms and 0.38-0.53 ms of the backward's 1.7-1.9 ms at 128 -> 128, G = 5 (a build
+that returned after it; an empty call took 0.03-0.04 ms), by its bytes moved an estimated 20-25 GB/s
+on 2 cores; counting and placing rows by four interleaved sets of counters (no chain of increments
+through one counter) made the kernels 1.00-1.18x slower, so the grouping is bound by memory traffic,
+not by that chain. Larger forward tiles of 32 columns (four tiles for two threads at 128 outputs) ran 1.01-1.26x.
 The uniform pieces computed by the grouping itself from ``x`` (no ``V``/``D`` from XLA, no transposes;
 values and gradients matched): the step 1.14x slower with scalar code, 1.05x with 16-lane vectors,
 although the step with the terms given as inputs (an upper bound for making them free) ran 0.89-0.93x."""
