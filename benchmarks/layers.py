@@ -18,7 +18,7 @@ can be trusted on a noisy machine), analytic FLOPs and parameter counts, and wri
 ``benchmarks/results/``.
 
 ``--floor``: for each layer that is one dense contraction over ``K`` features per input (RBF, Chebyshev,
-Fourier, AF-pair, S-KAN while training), also time its three matmuls alone (``_GemmFloor``): the
+Fourier, AF-pair, S-KAN while training), also time its three matmuls alone (:mod:`benchmarks.layer_floors`): the
 cost no evaluation of the features can remove, so a layer's ratio to the MLP cannot fall below its
 floor's on that machine. For the B-spline and ReLU-KAN layers, whose kernels follow the ``k + 1``
 non-zero functions, the same three matmuls over ``in * (k + 2)`` (the local pieces and the residual):
@@ -61,13 +61,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bases import (ActivationPair, BSpline, Chebyshev, Fourier, GaussianRBF, ReLUKAN, count_parameters,
+from bases import (ActivationPair, Chebyshev, Fourier, GaussianRBF, ReLUKAN, count_parameters,
                    trainable_filter)
 from kan import KANLayer, MLP
 from kan.layers.afkan_layer import AFKANLayer
 from kan.layers.selectable_layer import SelectableKANLayer
 
 from .layer_baselines import AutodiffAFKAN, DenseKAN, XlaStatsAFKAN, bspline_layer, reference_layer
+from .layer_floors import floor_layers
 from .timing import medians, paired_rounds, ratio_quantiles, time_rounds
 
 LayerFactory = Callable[[int, int, jax.Array], eqx.Module]
@@ -191,51 +192,12 @@ def _write(rows: list[dict], out_dir: str, stem: str) -> None:
     (out / f"{stem}.md").write_text("\n".join(md) + "\n")
 
 
-class _GemmFloor(eqx.Module):
-    """The three matmuls every dense contraction over ``K`` features per input needs (forward, weight
-    gradient, feature gradient) and nothing else: ``x`` broadcast to ``(batch, in * K)`` features, one
-    matmul (the ``--floor`` contenders)."""
-
-    weight: jax.Array
-    per_input: int = eqx.field(static=True)
-
-    def __call__(self, x):
-        feats = jnp.broadcast_to(x[..., None], x.shape + (self.per_input,)).reshape(x.shape[0], -1)
-        return feats @ self.weight.T
-
-
-def _dense_width(layer: eqx.Module) -> int | None:
-    """Features per input of a layer's one dense contraction (basis functions plus the residual), or
-    None for layers that are not one dense matmul (the native B-spline kernel, GR-KAN, AF-KAN)."""
-    if isinstance(layer, SelectableKANLayer):
-        return sum(b.num_functions for b in layer.bases) + (layer.base_weight is not None)
-    if isinstance(layer, KANLayer) and not isinstance(layer.basis, (BSpline, ReLUKAN)):
-        return layer.basis.num_functions + (layer.base_weight is not None)
-    return None
-
-
-def _local_width(layer: eqx.Module) -> int | None:
-    """For a B-spline or ReLU-KAN layer (the local kernels), the multiply-adds per input and output of
-    its forward as dense features: ``k + 1`` local pieces plus the residual; else None."""
-    if isinstance(layer, KANLayer) and isinstance(layer.basis, (BSpline, ReLUKAN)):
-        return layer.basis.order + 1 + (layer.base_weight is not None)
-    return None
-
-
 def run_default(args: argparse.Namespace) -> list[dict]:
     x = jax.random.normal(jax.random.PRNGKey(1), (args.batch, args.n_in))
     names = [n for n in LAYERS if n == MLP_NAME or not args.only or n in args.only]
     layers = {n: LAYERS[n](args.n_in, args.n_out, jax.random.PRNGKey(0)) for n in names}
-    if args.floor:  # the matmuls alone, for each layer that is one dense contraction
-        for n in names:
-            width = _dense_width(layers[n])
-            if width is not None:
-                weight = jax.random.normal(jax.random.PRNGKey(2), (args.n_out, args.n_in * width)) * 0.01
-                layers[f"  floor of {n.split(' (')[0]}: GEMMs, in*{width}"] = _GemmFloor(weight, width)
-            local = None if "(before" in n else _local_width(layers[n])
-            if local is not None:
-                weight = jax.random.normal(jax.random.PRNGKey(2), (args.n_out, args.n_in * local)) * 0.01
-                layers[f"  local floor of {n}: GEMMs, in*{local}"] = _GemmFloor(weight, local)
+    if args.floor:  # the matmuls alone (benchmarks.layer_floors)
+        layers.update(floor_layers(layers, args.n_in, args.n_out))
     print(f"device: {jax.devices()[0].device_kind}; shape {args.batch}x{args.n_in} -> {args.n_out}; "
           f"each layer round-robin with the MLP alone, {args.repeats} rounds")
     table = paired_ratios(layers, x, args.repeats, MLP_NAME)

@@ -32,7 +32,6 @@ from .layers.selectable_layer import (CANDIDATES, InputAffine, SelectableKANLaye
 from .train.regularization import attribution_scores, sparsity_regularizer
 
 __all__ = [
-    "keep_freed_heap",
     "AFKANLayer",
     "CANDIDATES",
     "InputAffine",
@@ -70,6 +69,7 @@ __all__ = [
     "check_data",
     "count_flops",
     "count_parameters",
+    "keep_freed_heap",
     "drop_disconnected_nodes",
     "fit",
     "load",

@@ -18,8 +18,6 @@ early (before the first large program runs), in a script whose steps move large 
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import platform
 
 #: glibc's ``mallopt`` parameters (``malloc.h``) and the values :func:`keep_freed_heap` sets.
@@ -32,6 +30,9 @@ def keep_freed_heap() -> bool:
     took (False, and nothing changed, where the C library is not glibc)."""
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False
+    import ctypes  # here, not at `import kan`: only a caller of this function needs them
+    import ctypes.util
+
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         mallopt = libc.mallopt

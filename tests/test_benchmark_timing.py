@@ -68,7 +68,10 @@ def test_floor_contenders_count_each_layer_kind_s_multiply_adds():
     import jax.numpy as jnp
 
     from bases import BSpline, Fourier, ReLUKAN
-    from benchmarks.layers import _dense_width, _GemmFloor, _local_width, _mlp_layer
+    from benchmarks.layer_floors import GemmFloor as _GemmFloor
+    from benchmarks.layer_floors import dense_width as _dense_width
+    from benchmarks.layer_floors import local_width as _local_width
+    from benchmarks.layers import _mlp_layer
     from kan import KANLayer
 
     key = jax.random.PRNGKey(0)
