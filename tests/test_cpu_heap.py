@@ -29,8 +29,13 @@ for _ in range(20):
     out = jax.block_until_ready(f(x))
     faults.append(minor_faults() - before)
     del out
-print(json.dumps(sorted(faults[-8:])[4]))  # the kept heap settles within ~12 calls
+print(json.dumps(faults))
 """
+
+
+def _settled(faults: list[int]) -> int:
+    """The faults per call once the kept heap has settled (within ~12 calls): median of the last 8."""
+    return sorted(faults[-8:])[4]
 
 
 def _faults_per_call(keep_freed: bool) -> int:
@@ -39,7 +44,7 @@ def _faults_per_call(keep_freed: bool) -> int:
     done = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, env=env,
                           cwd=root, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return _settled(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
 def test_keep_freed_heap_stops_refaulting_large_buffers():
@@ -58,8 +63,8 @@ def test_keep_freed_heap_in_process_stops_refaulting_large_buffers():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=heap_env(False),
                           cwd=root, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
-    kept = json.loads(done.stdout.strip().splitlines()[-1])
-    assert kept < 24 * 2**20 * 4 // 4096 // 20, kept
+    faults = json.loads(done.stdout.strip().splitlines()[-1])
+    assert _settled(faults) < 24 * 2**20 * 4 // 4096 // 20, faults  # every call's faults, if it fails
 
 
 def test_keep_freed_heap_reports_false_off_glibc(monkeypatch):
