@@ -1,6 +1,6 @@
 """Start-up cost of a fresh process: the seconds each import stage adds, one subprocess per round.
 
-    python -m benchmarks.startup [--rounds 5] [--alt-path DIR] [--label NAME]
+    python -m benchmarks.process.startup [--rounds 5] [--alt-path DIR] [--label NAME]
 
 Each round starts a new Python and imports, in order, :data:`STAGES` (numpy, ml_dtypes, jax,
 equinox, kan, symbolic), timing each import on its own; the stage's time is what it adds after the
@@ -48,9 +48,9 @@ def run_child(alt_path: str | None = None) -> dict:
     env = dict(os.environ)
     if alt_path is not None:
         if not os.path.isdir(alt_path):
-            raise ValueError(f"benchmarks.startup: --alt-path {alt_path!r} is not a folder")
+            raise ValueError(f"benchmarks.process.startup: --alt-path {alt_path!r} is not a folder")
         env["PYTHONPATH"] = os.pathsep.join(p for p in (alt_path, env.get("PYTHONPATH")) if p)
-    done = subprocess.run([sys.executable, "-m", "benchmarks.startup", "--child"], env=env,
+    done = subprocess.run([sys.executable, "-m", "benchmarks.process.startup", "--child"], env=env,
                           capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -59,7 +59,7 @@ def measure(rounds: int, alt_path: str | None = None, label: str = "alt") -> dic
     """``{contender: [child result per round]}``: "installed", and ``label`` with ``alt_path``,
     alternated round by round."""
     if rounds < 1:
-        raise ValueError(f"benchmarks.startup: rounds must be >= 1, got {rounds}")
+        raise ValueError(f"benchmarks.process.startup: rounds must be >= 1, got {rounds}")
     contenders = {"installed": None} | ({label: alt_path} if alt_path is not None else {})
     results: dict[str, list[dict]] = {name: [] for name in contenders}
     for _ in range(rounds):
