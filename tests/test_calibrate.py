@@ -75,7 +75,7 @@ OTHER = {
 
 @pytest.mark.parametrize("kind", sorted(OTHER) + ["mlp_gelu"])
 def test_other_kinds_stay_in_range_after_calibration(kind):
-    width, depth = W, 8  # these kinds do not drift (benchmarks.deep_variance has 32 layers); 8 keep it short
+    width, depth = W, 8  # these kinds do not drift (benchmarks.models.deep_variance has 32 layers); 8 keep it short
     if kind == "mlp_gelu":
         stack = MLP([width] * (depth + 1), key=KEY)
     else:

@@ -3,7 +3,7 @@
 import numpy as np
 import sympy as sp
 
-from benchmarks.feynman import EQUATIONS, _symbols, is_exact, make_data
+from benchmarks.formulas.feynman import EQUATIONS, _symbols, is_exact, make_data
 
 
 def test_equation_table_is_well_formed():

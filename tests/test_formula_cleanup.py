@@ -8,7 +8,7 @@ import numpy as np
 import sympy as sp
 
 import symbolic
-from benchmarks import feynman
+from benchmarks.formulas import feynman
 
 A, B = sp.symbols("a b", real=True)
 

@@ -1,5 +1,5 @@
 """Batched edge fitting: recovery of known curves, true R^2, degenerate curves, all edges at once
-(the speed goal is measured by ``python -m benchmarks.edge_fit``)."""
+(the speed goal is measured by ``python -m benchmarks.formulas.edge_fit``)."""
 
 import jax
 import numpy as np
@@ -111,8 +111,8 @@ def test_normalized_parameters_are_canonical():
 
 def test_fitting_all_edges_of_a_4_5_5_1_kan_at_once():
     """Every edge of a [4, 5, 5, 1] KAN against the whole library in one call (the time is measured by
-    ``python -m benchmarks.edge_fit``): finite scores, true R^2 <= 1, and x^2 fits the x^2 edge."""
-    from benchmarks.edge_fit import edge_curves
+    ``python -m benchmarks.formulas.edge_fit``): finite scores, true R^2 <= 1, and x^2 fits the x^2 edge."""
+    from benchmarks.formulas.edge_fit import edge_curves
 
     xs, ys = edge_curves((4, 5, 5, 1), 64)
     assert xs.shape == (4 * 5 + 5 * 5 + 5, 64)

@@ -24,7 +24,7 @@ structure; only their values are multiplied).
 
 Statistic: the *variance* of the layer output over all its entries (batch and channels pooled, as
 ``jnp.var`` and as in LSUV's code), not the mean square. Reasons: (1) it is the figure the package's
-deep-stack tests and ``benchmarks.deep_variance`` measure, and what "keeps the signal's scale" means
+deep-stack tests and ``benchmarks.models.deep_variance`` measure, and what "keeps the signal's scale" means
 for the next layer's basis (a shared offset is not signal); (2) at init (biases 0, zero-mean weights)
 it equals the mean square up to the squared mean of the output, so it agrees with the
 variance-preserving init formulas, which are written for ``E[y^2]``; (3) both are quadratic in the

@@ -15,7 +15,7 @@ while the temperature ``T`` anneals (:func:`anneal_temperature`), so the mixture
 node while the weights adapt; a small ridge on the candidate weights removes the scale redundancy
 between ``p`` and ``W`` that would otherwise leave the logits without a signal. The space of largest
 ``p`` wins. It prefers whichever space the gradient path happens to favour, not the one that explains
-the node best: in ``python -m benchmarks.skan_selection`` it picks the planted family of a node about
+the node best: in ``python -m benchmarks.models.skan_selection`` it picks the planted family of a node about
 as often as chance.
 
 ``criterion="refit"`` (the default): a validation split of the training rows is held out; every

@@ -15,10 +15,10 @@ shape under which the equation is exactly representable with library functions (
 ``kan.KAN(widths, mult_nodes=...)``, for products such as ``a * sin(b)`` that have no log form in the
 library).
 
-Run: ``python -m benchmarks.feynman [--only I.16.6,II.2.42] [--steps 40]``; writes
+Run: ``python -m benchmarks.formulas.feynman [--only I.16.6,II.2.42] [--steps 40]``; writes
 ``feynman_results.csv`` and ``feynman_results.md`` into ``--out`` (default: current folder).
-``--auto`` runs ``symbolic.discover`` on (x, y) alone instead (``benchmarks.feynman_auto``), on the
-Feynman set and the made-up laws of ``benchmarks.laws`` (``--set feynman|laws|all``), cold and warm
+``--auto`` runs ``symbolic.discover`` on (x, y) alone instead (``benchmarks.formulas.feynman_auto``), on the
+Feynman set and the made-up laws of ``benchmarks.formulas.laws`` (``--set feynman|laws|all``), cold and warm
 (``--modes cold,warm``), with ``--noise 0.01`` for 1% noise; the hand-shaped mode is its upper bound.
 """
 

@@ -1,8 +1,8 @@
 """ViT vs KAT vs KArAt on scikit-learn's bundled digits (8x8 grey images, 10 classes, no download).
 
-    python -m benchmarks.vit_digits [--seeds 3] [--epochs 40] [--out benchmarks/results/vit_digits]
-    python -m benchmarks.vit_digits --quick        # smoke run: 1 seed, 2 epochs
-    python -m benchmarks.vit_digits --coordinator host0:12355 --num-processes 2 --process-id 0   # host 0 of 2
+    python -m benchmarks.models.vit_digits [--seeds 3] [--epochs 40] [--out benchmarks/results/vit_digits]
+    python -m benchmarks.models.vit_digits --quick        # smoke run: 1 seed, 2 epochs
+    python -m benchmarks.models.vit_digits --coordinator host0:12355 --num-processes 2 --process-id 0   # host 0 of 2
 
 All models are the same transformer (2x2 patches -> 16 tokens + class token, same depth, width and
 heads) and differ in the feed-forward: ``"mlp"`` (ViT, GELU) or ``"grkan"`` (KAT: rational ->
@@ -40,7 +40,7 @@ def load_digits_split(seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]
     try:
         from sklearn.datasets import load_digits
     except ImportError:  # pragma: no cover - depends on the environment
-        raise SystemExit("benchmarks.vit_digits needs scikit-learn: pip install scikit-learn") from None
+        raise SystemExit("benchmarks.models.vit_digits needs scikit-learn: pip install scikit-learn") from None
     data = load_digits()
     x, y = data.images.astype(np.float32)[..., None], data.target.astype(np.int32)
     order = np.random.default_rng(seed).permutation(len(y))

@@ -1,14 +1,14 @@
 """ConvKAN vs CNN on scikit-learn's bundled digits (8x8 grey images, 10 classes, no download).
 
-    python -m benchmarks.conv_digits [--seeds 3] [--epochs 30] [--out benchmarks/results/conv_digits]
-    python -m benchmarks.conv_digits --quick        # smoke run: 1 seed, 2 epochs
+    python -m benchmarks.models.conv_digits [--seeds 3] [--epochs 30] [--out benchmarks/results/conv_digits]
+    python -m benchmarks.models.conv_digits --quick        # smoke run: 1 seed, 2 epochs
 
 Both classifiers have the same shape: 3x3 "SAME" convolution -> 2x2 average pool -> 3x3 "SAME"
 convolution -> global average pool -> Linear(10). The ConvKAN uses :class:`kan.ConvKAN2d` (cubic
 B-splines, 5 intervals on [-2, 2], SiLU residual; no activation between layers, the edge functions are
 the nonlinearity); the CNN uses plain convolutions with ReLU. ConvKAN widths are ``--kan-channels``;
 the CNN's (``w``, ``2 w``) take the ``w`` whose parameter count (:func:`kan.count_parameters`) is closest
-to the ConvKAN's, within 10%. Protocol (as :mod:`benchmarks.vit_digits`): a fixed 70/15/15
+to the ConvKAN's, within 10%. Protocol (as :mod:`benchmarks.models.vit_digits`): a fixed 70/15/15
 train/validation/test split, AdamW with warm-up + cosine, accuracy on validation and test after every
 epoch, the reported test accuracy at the epoch of best *validation* accuracy, mean +- std over seeds.
 FLOPs per sample by :func:`kan.count_flops` (each model's ``flops()``). Writes ``summary.csv`` and
@@ -31,7 +31,7 @@ import kan
 import kan.train as kt
 from bases import BSpline
 from benchmarks.tables import write_summary_csv
-from benchmarks.vit_digits import _accuracy_and_loss, load_digits_split
+from benchmarks.models.vit_digits import _accuracy_and_loss, load_digits_split
 
 
 def _pool2(h: jax.Array) -> jax.Array:

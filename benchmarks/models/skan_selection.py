@@ -1,6 +1,6 @@
 """Does S-KAN pick the planted family? Selection counts of the paper's softmax rule and the refit rule.
 
-    python -m benchmarks.skan_selection [--seeds 5] [--samples 512] [--noise 0.01] [--out DIR]
+    python -m benchmarks.models.skan_selection [--seeds 5] [--samples 512] [--noise 0.01] [--out DIR]
 
 Each problem is an additive function of 3 inputs, ``y = g1(x1) + g2(x2) + g3(x3) + noise``, with the
 inputs uniform on ``[-2, 2]``, ``[0, 10]`` and ``[-5, 3]``. Every node gets one planted 1-D function

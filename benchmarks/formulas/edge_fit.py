@@ -1,7 +1,7 @@
 """Time of fitting every edge of a [4, 5, 5, 1] KAN against the whole symbolic library (issue goal:
 under 2 s on CPU after JIT), with a baseline measured in the same run.
 
-    python -m benchmarks.edge_fit [--repeats 5] [--points 64]
+    python -m benchmarks.formulas.edge_fit [--repeats 5] [--points 64]
 
 The curves are the edge functions of a freshly initialised KAN sampled on the range each input takes
 on uniform data (50 edges). ``symbolic.fit_curves`` fits each to every library function as

@@ -1,6 +1,6 @@
 """DQN on CartPole (gymnax): a Q-network with one shared rational activation vs the same MLP with ReLU.
 
-    python -m benchmarks.rl_cartpole [--steps 20000] [--envs 4] [--seeds 3] [--width 64]
+    python -m benchmarks.models.rl_cartpole [--steps 20000] [--envs 4] [--seeds 3] [--width 64]
 
 Delfosse et al. (ICLR 2024) share one (5, 4) rational (leaky-ReLU start) across the layers of a DQN
 Q-network. Here both Q-networks are ``[4, width, width, 2]``: :class:`kan.MLP` with ReLU and

@@ -1,4 +1,4 @@
-"""``python -m benchmarks.feynman --auto``: every law through ``symbolic.discover`` with only (x, y).
+"""``python -m benchmarks.formulas.feynman --auto``: every law through ``symbolic.discover`` with only (x, y).
 
 No shape, seed or setting is chosen per law: each gets 1000 samples on its ranges, ``discover(x, y,
 time_budget=B)`` (default 60 s) in a fresh process, and the truth is used only to score the chosen

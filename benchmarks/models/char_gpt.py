@@ -1,8 +1,8 @@
 """Character-level GPT with an MLP, a GR-KAN or an MLP-KAN feed-forward, on text that ships with Python.
 
-    python -m benchmarks.char_gpt [--steps 1000] [--seeds 1] [--out benchmarks/results/char_gpt]
-    python -m benchmarks.char_gpt --models grkan,mlp,mlp-kan --steps 300
-    python -m benchmarks.char_gpt --quick          # smoke run: 30 steps
+    python -m benchmarks.models.char_gpt [--steps 1000] [--seeds 1] [--out benchmarks/results/char_gpt]
+    python -m benchmarks.models.char_gpt --models grkan,mlp,mlp-kan --steps 300
+    python -m benchmarks.models.char_gpt --quick          # smoke run: 30 steps
 
 The text is ``pydoc_data.topics`` (Python's help topics, ~465k characters; the first 90% trains, the
 last 10% validates). The models are the same causal transformer and differ only in the feed-forward:

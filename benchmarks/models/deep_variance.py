@@ -1,6 +1,6 @@
 """Output variance of 32-layer stacks of every layer kind, before and after ``kan.calibrate``.
 
-    python -m benchmarks.deep_variance [--width 64] [--depth 32] [--seeds 3] [--batch 4096]
+    python -m benchmarks.models.deep_variance [--width 64] [--depth 32] [--seeds 3] [--batch 4096]
 
 For each kind, ``--seeds`` stacks of ``--depth`` square layers of ``--width`` are built with their
 variance-preserving init, then calibrated (LSUV, ``kan.calibrate.calibrate``) on one batch of N(0, 1)

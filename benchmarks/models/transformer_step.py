@@ -1,6 +1,6 @@
 """One training step (forward + backward + AdamW update) of a KAT block vs the matching ViT block.
 
-    python -m benchmarks.transformer_step [--widths 192,384] [--seq 197] [--batch 8] [--repeats 15]
+    python -m benchmarks.models.transformer_step [--widths 192,384] [--seq 197] [--batch 8] [--repeats 15]
                                           [--dtype float32|bfloat16] [--backend auto|xla|pallas]
 
 A KAT block (Yang & Wang 2024) is a pre-norm transformer block whose feed-forward is GR-KAN (rational ->
