@@ -181,10 +181,25 @@ def test_read_csv_names_each_problem(tmp_path):
         read_csv(tmp_path / "none.csv", "y")
 
 
-def test_discover_command_prints_the_front_and_writes_the_picture(tmp_path, capsys, monkeypatch):
-    from kan.__main__ import main
+@pytest.fixture
+def cli_compile_cache(tmp_path, monkeypatch):
+    """The CLI turns on the persistent caches for its process (:func:`kan.compile_cache.enable_compile_cache`):
+    here in a folder of the test's, with the session's state back afterwards for the rest of this worker
+    (no stored exports of ``kan.trace_cache`` in later tests)."""
+    import jax
+
+    import kan.compile_cache as compile_cache
 
     monkeypatch.setenv("KAN_COMPILE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(compile_cache, "_enabled", compile_cache._enabled)  # restored at teardown
+    previous = jax.config.jax_compilation_cache_dir
+    yield tmp_path / "cache"
+    jax.config.update("jax_compilation_cache_dir", previous)
+
+
+def test_discover_command_prints_the_front_and_writes_the_picture(tmp_path, capsys, cli_compile_cache):
+    from kan.__main__ import main
+
     x, y = _data(lambda m, v: m * v**2 / 2, [(1, 2), (1, 2)], n=300)
     path = tmp_path / "energy.csv"
     path.write_text("mass,speed,E\n" + "".join(f"{a},{b},{c}\n" for (a, b), c in zip(x, y)))
