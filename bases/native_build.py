@@ -35,7 +35,7 @@ from typing import Optional
 import jax
 
 _HERE = Path(__file__).parent
-HEADERS = (_HERE / "csrc" / "parallel_chunks.h",)
+HEADERS = (_HERE / "csrc" / "parallel_chunks.h", _HERE / "csrc" / "local_kernels.h")
 FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w")
 FORWARD_TARGET = "kan_bspline_local_forward"
 BACKWARD_TARGET = "kan_bspline_local_backward"
