@@ -64,7 +64,8 @@ def program_key(name: str, args: Sequence[Any], static: Mapping[str, Any]) -> st
 
     h = hashlib.sha256()
     for part in (name, repr(sorted(static.items())),
-                 repr([(tuple(np.shape(a)), str(jax.numpy.asarray(a).dtype)) for a in args]),
+                 repr([(tuple(np.shape(a)), str(a.dtype if hasattr(a, "dtype") else np.asarray(a).dtype))
+                       for a in args]),  # no device copy of an argument just for its dtype
                  jax.default_backend(), jax.__version__, jaxlib.__version__,
                  str(jax.config.jax_enable_x64), source_digest()):
         h.update(part.encode())
