@@ -68,9 +68,7 @@ def test_floor_contenders_count_each_layer_kind_s_multiply_adds():
     import jax.numpy as jnp
 
     from bases import BSpline, Fourier, ReLUKAN
-    from benchmarks.layer_floors import GemmFloor as _GemmFloor
-    from benchmarks.layer_floors import dense_width as _dense_width
-    from benchmarks.layer_floors import local_width as _local_width
+    from benchmarks.layer_floors import GemmFloor, dense_width, local_width
     from benchmarks.layers import _mlp_layer
     from kan import KANLayer
 
@@ -78,7 +76,7 @@ def test_floor_contenders_count_each_layer_kind_s_multiply_adds():
     spline = KANLayer(6, 5, BSpline(6, grid_size=7, order=2), key=key)
     relu = KANLayer(6, 5, ReLUKAN(6, 5, 3), key=key, base_activation=None)
     fourier = KANLayer(6, 5, Fourier(6, 4), key=key)
-    assert (_local_width(spline), _local_width(relu), _local_width(fourier)) == (4, 4, None)
-    assert (_dense_width(spline), _dense_width(fourier), _local_width(_mlp_layer(6, 5, key))) == (None, 9, None)
-    floor = _GemmFloor(jnp.ones((5, 6 * 4)), 4)
+    assert (local_width(spline), local_width(relu), local_width(fourier)) == (4, 4, None)
+    assert (dense_width(spline), dense_width(fourier), local_width(_mlp_layer(6, 5, key))) == (None, 9, None)
+    floor = GemmFloor(jnp.ones((5, 6 * 4)), 4)
     assert floor(jnp.ones((3, 6))).shape == (3, 5) and float(floor(jnp.ones((1, 6)))[0, 0]) == 24.0

@@ -38,13 +38,17 @@ def _settled(faults: list[int]) -> int:
     return sorted(faults[-8:])[4]
 
 
-def _faults_per_call(keep_freed: bool) -> int:
-    env = heap_env(keep_freed)
+def _probe_faults(code: str, keep_freed: bool) -> list[int]:
+    """Every call's minor faults of ``code`` (ending in :data:`_PROBE`), run in a fresh process."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    done = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, env=env,
-                          cwd=root, timeout=300, check=False)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=heap_env(keep_freed), cwd=root, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
-    return _settled(json.loads(done.stdout.strip().splitlines()[-1]))
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _faults_per_call(keep_freed: bool) -> int:
+    return _settled(_probe_faults(_PROBE, keep_freed))
 
 
 def test_keep_freed_heap_stops_refaulting_large_buffers():
@@ -58,12 +62,7 @@ def test_keep_freed_heap_stops_refaulting_large_buffers():
 def test_keep_freed_heap_in_process_stops_refaulting_large_buffers():
     """kan.keep_freed_heap (glibc's mallopt, called after import and before the first program) does what
     the KEEP_FREED environment does: the 96 MiB output stops being faulted in at every call."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    code = "from kan.cpu_heap import keep_freed_heap\nassert keep_freed_heap()\n" + _PROBE
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=heap_env(False),
-                          cwd=root, timeout=300, check=False)
-    assert done.returncode == 0, done.stderr[-2000:]
-    faults = json.loads(done.stdout.strip().splitlines()[-1])
+    faults = _probe_faults("from kan.cpu_heap import keep_freed_heap\nassert keep_freed_heap()\n" + _PROBE, False)
     assert _settled(faults) < 24 * 2**20 * 4 // 4096 // 20, faults  # every call's faults, if it fails
 
 

@@ -2,6 +2,7 @@
 fresh process calls it without tracing the Python function again."""
 
 import functools
+import json
 import os
 import subprocess
 import sys
@@ -36,8 +37,6 @@ print(json.dumps({"traces": len(traces), "out": np.asarray(out).tolist()}))
 
 
 def _child(folder, power):
-    import json
-
     done = subprocess.run([sys.executable, "-c", _CHILD, str(folder), str(power)], capture_output=True,
                           text=True, cwd=ROOT, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
