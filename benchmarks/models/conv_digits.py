@@ -28,10 +28,9 @@ import jax.numpy as jnp
 import numpy as np
 
 import kan
-import kan.train as kt
 from bases import BSpline
 from benchmarks.tables import write_summary_csv
-from benchmarks.models.vit_digits import _accuracy_and_loss, load_digits_split
+from benchmarks.models.vit_digits import load_digits_split, train_on_digits
 
 
 def _pool2(h: jax.Array) -> jax.Array:
@@ -119,26 +118,9 @@ def run_one(name: str, build: Callable[[jax.Array], DigitsNet], seed: int, data:
             args: argparse.Namespace) -> dict:
     """Train one model; the validation-selected result."""
     model = build(jax.random.PRNGKey(seed))
-    batches = kt.ArrayBatches(data["train"], args.batch, seed=seed)
-    steps = args.epochs * batches.batches_per_epoch
-    opt = kt.make_optimizer(args.lr, total_steps=steps, warmup_steps=batches.batches_per_epoch,
-                            weight_decay=args.weight_decay)
-
-    def evaluate(m):
-        out = {}
-        for split in ("val", "test"):
-            acc, loss = _accuracy_and_loss(m, *(jnp.asarray(a) for a in data[split]))
-            out[f"{split}_acc"], out[f"{split}_loss"] = float(acc), float(loss)
-        return out
-
     start = time.perf_counter()
-    result = kt.train(model, kt.classification_loss, batches, optimizer=opt, steps=steps, eval_fn=evaluate,
-                      eval_every=batches.batches_per_epoch, log_every=batches.batches_per_epoch,
-                      progress=not args.no_progress, desc=f"{name} seed {seed}")
+    result, best = train_on_digits(model, name, seed, data, args)
     seconds = time.perf_counter() - start
-    for e in result.evals:
-        e["epoch"] = e["step"] // batches.batches_per_epoch
-    best = max(result.evals, key=lambda e: (e["val_acc"], -e["val_loss"]))  # validation only
     return {"model": name, "seed": seed, "params": kan.count_parameters(model), "flops": kan.count_flops(model),
             "best_epoch": best["epoch"], "val_acc": best["val_acc"], "test_acc": best["test_acc"],
             "final_test_acc": result.evals[-1]["test_acc"], "seconds": seconds}

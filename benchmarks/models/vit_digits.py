@@ -87,10 +87,10 @@ def _accuracy_and_loss(model, x, y):
     return jnp.mean(jnp.argmax(logits, -1) == y), loss
 
 
-def run_one(name: str, ffn: str, hidden: int, seed: int, data: dict, args: argparse.Namespace,
-            attention: str = "softmax") -> dict:
-    """Train one model; per-epoch curves and the validation-selected result."""
-    model = build(ffn, hidden, args, jax.random.PRNGKey(seed), attention)
+def train_on_digits(model, name: str, seed: int, data: dict, args: argparse.Namespace):
+    """Train ``model`` on ``data["train"]`` for ``args.epochs`` (AdamW with ``args.lr``,
+    ``args.weight_decay``, one epoch of warm-up; validation and test numbers every epoch); returns the
+    ``kt.train`` result (its evals carry their ``epoch``) and the validation-selected eval."""
     batches = kt.ArrayBatches(data["train"], args.batch, seed=seed)
     steps = args.epochs * batches.batches_per_epoch
     opt = kt.make_optimizer(args.lr, total_steps=steps, warmup_steps=batches.batches_per_epoch,
@@ -109,6 +109,14 @@ def run_one(name: str, ffn: str, hidden: int, seed: int, data: dict, args: argpa
     for e in result.evals:
         e["epoch"] = e["step"] // batches.batches_per_epoch
     best = max(result.evals, key=lambda e: (e["val_acc"], -e["val_loss"]))  # validation only
+    return result, best
+
+
+def run_one(name: str, ffn: str, hidden: int, seed: int, data: dict, args: argparse.Namespace,
+            attention: str = "softmax") -> dict:
+    """Train one model; per-epoch curves and the validation-selected result."""
+    model = build(ffn, hidden, args, jax.random.PRNGKey(seed), attention)
+    result, best = train_on_digits(model, name, seed, data, args)
     return {"model": name, "seed": seed, "params": model.num_parameters(), "hidden": hidden,
             "best_epoch": best["epoch"], "val_acc": best["val_acc"], "test_acc": best["test_acc"],
             "final_test_acc": result.evals[-1]["test_acc"], "samples_per_s": result.throughput,
