@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable, Optional
 
+import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
@@ -91,12 +92,15 @@ _BUILTIN = [
 ]
 
 _REGISTRY: dict[str, SafeFunction] = {f.name: f for f in _BUILTIN}
+_BUILTIN_ENTRIES: dict[str, SafeFunction] = dict(_REGISTRY)
 
 
 def register_jnp_function(name: str, fn: Callable[[Array], Array], *, degree: Optional[float] = None,
                           exp_shift: bool = False, overwrite: bool = False) -> SafeFunction:
     """Add a user function. ``fn`` must be elementwise and finite (value and gradient) for every
-    finite input; clamp its argument into its domain as the built-ins do."""
+    finite input; clamp its argument into its domain as the built-ins do. Replacing a registered one
+    (``overwrite=True``) clears JAX's caches, so every program traces the new function (a one-off
+    recompile)."""
     if not isinstance(name, str) or not name:
         raise ValueError(f"register_jnp_function: name must be a non-empty string, got {name!r}")
     if not callable(fn):
@@ -107,8 +111,19 @@ def register_jnp_function(name: str, fn: Callable[[Array], Array], *, degree: Op
     if probe.shape != (7,):
         raise ValueError(f"register_jnp_function: {name!r} must be elementwise, got output shape {probe.shape}")
     entry = SafeFunction(name, fn, degree, exp_shift)
+    replaced = name in _REGISTRY
     _REGISTRY[name] = entry
+    if replaced:
+        # Compiled programs look functions up by name at trace time (the name is a static argument or a
+        # static field): drop every cached trace so none keeps running the function it replaced.
+        jax.clear_caches()
     return entry
+
+
+def is_builtin(name: str) -> bool:
+    """Whether ``name`` is one of the package's own functions, not registered or replaced by the user:
+    its code is the package's, so a program traced from it can be kept across processes."""
+    return name in _BUILTIN_ENTRIES and _REGISTRY.get(name) is _BUILTIN_ENTRIES[name]
 
 
 def get_jnp_function(name: str) -> SafeFunction:

@@ -12,7 +12,10 @@ It is active only where :func:`kan.compile_cache.enable_compile_cache` turned th
 serialise (it needs the ``flatbuffers`` package). The key of a stored program is its name, its static
 arguments, the shapes and dtypes of its array arguments, the backend, JAX's and jaxlib's versions and a
 digest of the package's own source files (``bases``, ``kan``, ``symbolic``), so any change to the code
-that traced it makes a new one. An entry that cannot be read is exported again.
+that traced it makes a new one. An entry that cannot be read is exported again. Code outside the
+package is not in the key: a program that runs a user's own function (a library function added with
+``symbolic.add_function``) must not be stored, and :func:`symbolic.fit_edges.fit_curves` calls it
+plainly then.
 """
 
 from __future__ import annotations

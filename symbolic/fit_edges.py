@@ -34,7 +34,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from bases import host_array
-from bases.symbolic_functions import get_jnp_function
+from bases.symbolic_functions import get_jnp_function, is_builtin
 from kan.trace_cache import exported_call
 
 from .library import Library, as_library
@@ -188,9 +188,13 @@ def fit_curves(
     padded = max(8, 1 << (num - 1).bit_length())
     t_pad = np.concatenate([t, np.repeat(t[:1], padded - num, axis=0)])
     u_pad = np.concatenate([u, np.repeat(u[:1], padded - num, axis=0)])
-    # through a stored export where the compilation cache is on: a warm process skips its 0.7 s trace
-    p, sse = exported_call(_fit_all, "fit_all", (host_array(t_pad, np.float32), host_array(u_pad, np.float32)),
-                           dict(names=lib.names, grid_size=int(grid_size), zooms=int(zooms), steps=int(steps)))
+    args = (host_array(t_pad, np.float32), host_array(u_pad, np.float32))
+    static = dict(names=lib.names, grid_size=int(grid_size), zooms=int(zooms), steps=int(steps))
+    if all(is_builtin(name) for name in lib.names):
+        # through a stored export where the compilation cache is on: a warm process skips its 0.7 s trace
+        p, sse = exported_call(_fit_all, "fit_all", args, static)
+    else:  # a user function's code is not in the stored program's key: trace it in this process
+        p, sse = _fit_all(*args, **static)
     p, sse = np.asarray(p, np.float64)[:num], np.asarray(sse, np.float64)[:num]
     sst = np.sum(u * u, axis=1)  # of the normalised curve: n, or 0 for a constant curve
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -89,3 +89,43 @@ def test_keys_follow_static_arguments_shapes_and_dtypes():
     others = {key("q", (x,), {"n": 1}), key("p", (x,), {"n": 2}), key("p", (x[:2],), {"n": 1}),
               key("p", (x.astype(np.int32),), {"n": 1})}
     assert base not in others and len(others) == 4
+
+
+# Fits of the curve x^3 to a user function "probe" defined as x^p for each p in argv[2] in turn (a
+# redefinition replaces it), with the compilation cache (and so the stored exports) on unless argv[1]
+# is "off"; prints the R^2 of each fit.
+_USER_FUNCTION_CHILD = """
+import json, sys
+import numpy as np, sympy as sp
+import symbolic
+from kan.compile_cache import enable_compile_cache
+from symbolic.fit_edges import fit_curves
+if sys.argv[1] != "off":
+    enable_compile_cache(sys.argv[1])
+x = np.linspace(-1.0, 1.0, 40)[None]
+r2 = []
+for k, power in enumerate(int(p) for p in sys.argv[2].split(",")):
+    symbolic.add_function("probe", lambda v, p=power: v ** p, lambda v, p=power: v ** p, 2, overwrite=k > 0)
+    r2.append(float(fit_curves(x, x ** 3, ["probe"]).r2[0, 0]))
+print(json.dumps(r2))
+"""
+
+
+def _user_function_fits(folder, powers):
+    done = subprocess.run([sys.executable, "-c", _USER_FUNCTION_CHILD, str(folder), powers], capture_output=True,
+                          text=True, cwd=ROOT, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_a_user_function_is_traced_from_its_current_code(tmp_path):
+    """The curve fits look library functions up by name while tracing. A user's function is not part of
+    the stored program's key (only the package's sources are), so it must not be run from a program
+    stored by an earlier process, nor from one traced before it was redefined."""
+    (square,) = _user_function_fits(tmp_path, "2")  # x^3 by c (a x + b)^2 + d: about the linear part's 0.84
+    (cube,) = _user_function_fits(tmp_path, "3")  # the same name and key, another function
+    assert square < 0.95 and cube > 0.9999
+    assert not (tmp_path / trace_cache.FOLDER).exists() or not any(
+        p.name.startswith("fit_all-") for p in (tmp_path / trace_cache.FOLDER).iterdir())
+    square, cube = _user_function_fits("off", "2,3")  # redefined within one process
+    assert square < 0.95 and cube > 0.9999
