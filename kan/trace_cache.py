@@ -110,14 +110,70 @@ def exported_call(fn: Callable, name: str, args: Sequence[Any], static: Mapping[
     call = _calls.get(key)
     if call is None:
         path = folder / FOLDER / f"{name}-{key}.jaxexport"
+        refused = path.with_suffix(".refused")
         exported = _load(path) if path.is_file() else None
-        if exported is None:
+        if exported is None and not refused.is_file():
             try:
                 exported = jax.export.export(fn)(*args, **static)
                 blob = bytes(exported.serialize())
             except Exception:  # noqa: BLE001 - e.g. a custom call jax.export refuses: plain calls
-                call = _calls[key] = lambda *a: fn(*a, **static)
-                return call(*args)
-            _store(path, blob)
-        call = _calls[key] = jax.jit(exported.call)
+                _store(refused, b"")  # later processes call plainly at once (no second trace)
+                exported = None
+            else:
+                _store(path, blob)
+        if exported is None:
+            call = _calls[key] = lambda *a: fn(*a, **static)
+        else:
+            call = _calls[key] = jax.jit(exported.call)
     return call(*args)
+
+
+#: Top-level packages whose classes and functions a stored program may depend on: the package's own
+#: (in :func:`source_digest`) and libraries whose versions are in :func:`library_versions`.
+PORTABLE_PACKAGES = ("kan", "bases", "symbolic", "jax", "jaxlib", "equinox", "optax", "numpy", "math", "builtins")
+
+
+def library_versions() -> str:
+    """The versions of the libraries besides JAX whose code a stored program may run."""
+    import equinox
+    import optax
+
+    return f"equinox {equinox.__version__}, optax {optax.__version__}, numpy {np.__version__}"
+
+
+def portable_description(tree: Any) -> str | None:
+    """A description of ``tree`` that is the same in every process for the same structure, static
+    values and array shapes (array values left out: they are a program's inputs), or None when part of
+    it has no such name: a lambda or closure, a class or function from outside
+    :data:`PORTABLE_PACKAGES` (a user's code, which no key of a stored program covers), or an array
+    held in a static field (a constant of the program)."""
+    import json
+
+    from .tree_codec import CodecError, encode
+
+    leaves = [leaf for leaf in jax.tree_util.tree_leaves(tree) if isinstance(leaf, (jax.Array, np.ndarray))]
+    index = {id(leaf): i for i, leaf in enumerate(leaves)}
+    extra: list = []
+    try:
+        spec = encode(tree, index, extra)
+    except CodecError:
+        return None
+    if extra or not _names_portable(spec):
+        return None
+    shapes = [(tuple(leaf.shape), str(leaf.dtype)) for leaf in leaves]
+    return json.dumps([spec, shapes], sort_keys=True)
+
+
+def _names_portable(spec: Any) -> bool:
+    if isinstance(spec, list):
+        return all(_names_portable(item) for item in spec)
+    if not isinstance(spec, dict):
+        return True
+    if "opaque" in spec:
+        return False
+    for field in ("module", "namedtuple", "type", "callable"):
+        if field in spec:
+            module, _, qualname = spec[field].partition(":")
+            if module.split(".")[0] not in PORTABLE_PACKAGES or "<" in qualname:
+                return False
+    return all(_names_portable(value) for value in spec.values())

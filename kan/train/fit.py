@@ -26,6 +26,7 @@ from bases import host_array, trainable_filter
 from ..edit.grid import update_grid as _update_grid
 from .lbfgs import LBFGSState, lbfgs_init, lbfgs_run
 from .regularization import sparsity_regularizer
+from .stored_step import StoredLBFGSStep
 
 LBFGS_MEMORY = 10
 
@@ -292,7 +293,8 @@ def fit(
         raise ValueError(f"fit: lamb={lamb} > 0 needs the regulariser; leave regularize=None or set it True")
     objective = _Objective(loss_fn, regularize, jnp.asarray(lamb, jnp.float32), float(lamb_l1),
                            float(lamb_entropy))
-    step_fn = functools.partial(_lbfgs_step, iterations=int(lbfgs_iterations)) if is_lbfgs else _first_order_step
+    # L-BFGS through a stored program where the compilation cache is on (kan.train.stored_step)
+    step_fn = StoredLBFGSStep(_lbfgs_step, int(lbfgs_iterations)) if is_lbfgs else _first_order_step
     grid_updates = update_grid and _has_grid(model)
     monitor = (val_x, val_y) if val_data is not None else (x, y)
 
