@@ -73,6 +73,7 @@ class StoredLBFGSStep:
         structure = hashlib.sha256(f"{description}|iterations={self.iterations}|"
                                    f"{trace_cache.library_versions()}".encode()).hexdigest()
         positions = [i for i, leaf in enumerate(leaves) if _is_array(leaf)]
+        skeleton = [None if _is_array(leaf) else leaf for leaf in leaves]  # keeps no array alive
         params_def = jax.tree_util.tree_structure(params)
         state_def = jax.tree_util.tree_structure(opt_state)
         plain, iterations = self.plain, self.iterations
@@ -80,7 +81,7 @@ class StoredLBFGSStep:
         @functools.partial(jax.jit, static_argnames=("structure",))
         def flat_step(*arrays, structure: str):
             del structure  # keys the stored program only
-            full = list(leaves)
+            full = list(skeleton)
             for i, array in zip(positions, arrays):
                 full[i] = array
             objective, p, static, state, x, y = jax.tree_util.tree_unflatten(treedef, full)
