@@ -145,11 +145,20 @@ def portable_description(tree: Any) -> str | None:
     """A description of ``tree`` that is the same in every process for the same structure, static
     values and array shapes (array values left out: they are a program's inputs), or None when part of
     it has no such name: a lambda or closure, a class or function from outside
-    :data:`PORTABLE_PACKAGES` (a user's code, which no key of a stored program covers), or an array
-    held in a static field (a constant of the program)."""
+    :data:`PORTABLE_PACKAGES` (a user's code, which no key of a stored program covers), a symbolic
+    edge naming a library function the user added or replaced (looked up by name while tracing), or an
+    array held in a static field (a constant of the program)."""
     import json
 
+    from bases.symbolic_edges import SymbolicEdges
+    from bases.symbolic_functions import is_builtin
+
     from .tree_codec import CodecError, encode
+
+    edges = [node for node in jax.tree_util.tree_leaves(tree, is_leaf=lambda n: isinstance(n, SymbolicEdges))
+             if isinstance(node, SymbolicEdges)]
+    if not all(is_builtin(name) for edge in edges for row in edge.names for name in row):
+        return None
 
     leaves = [leaf for leaf in jax.tree_util.tree_leaves(tree) if isinstance(leaf, (jax.Array, np.ndarray))]
     index = {id(leaf): i for i, leaf in enumerate(leaves)}

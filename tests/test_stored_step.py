@@ -12,9 +12,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import sympy as sp
 
+import bases.symbolic_functions
 import kan
 import kan.trace_cache as trace_cache
+import symbolic
+import symbolic.library
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -100,6 +104,16 @@ def test_the_description_names_structure_and_settings_not_values():
     assert describe((_UserScale(jnp.ones(2)),)) is None
     scale = 2.0
     assert describe((lambda v: scale * v,)) is None
+    # A symbolic edge's function is looked up by name while tracing: only the package's own may be stored.
+    snapped, _ = symbolic.fix_symbolic(kan.KAN([2, 3, 1], key=jax.random.PRNGKey(0)), 0, 1, 0, "sin")
+    assert describe(snapped) is not None and describe(snapped) != base
+    symbolic.add_function("stored_step_probe", jnp.sin, sp.sin, 2)
+    try:
+        user, _ = symbolic.fix_symbolic(snapped, 0, 2, 1, "stored_step_probe")
+        assert describe(user) is None
+    finally:  # out of the registry again, for the rest of this test process
+        for registry in (bases.symbolic_functions._REGISTRY, symbolic.library._SYMPY):
+            registry.pop("stored_step_probe", None)
 
 
 def test_an_export_jax_refuses_is_remembered(tmp_path, monkeypatch):
