@@ -61,6 +61,12 @@ def _serialization_available() -> bool:
     return hasattr(jax, "export")
 
 
+def active() -> bool:
+    """Whether :func:`exported_call` stores programs in this process (the compilation cache is on and
+    ``jax.export`` can serialise)."""
+    return enabled_dir() is not None and _serialization_available()
+
+
 def program_key(name: str, args: Sequence[Any], static: Mapping[str, Any]) -> str:
     """The stored program's key (hex): see the module docstring."""
     import jaxlib

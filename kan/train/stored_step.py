@@ -11,8 +11,10 @@ and every step where the cache is off are plain calls of the same jitted functio
 ``jax.export`` refuses (the native CPU kernels' custom calls), remembered by a marker file.
 
 Measured (``python -m benchmarks.process.demo --cold 3 --warm 6 --against <checkout without it>``, 2
-cores): warm demo 4.81 s [4.37-5.81] against 6.19 s [5.48-6.56], cold 13.77 against 14.59 s, the same
-formula and RMSEs.
+cores, three runs): warm demo 4.81 s [4.37-5.81] against 6.19 s [5.48-6.56], then 6.08 against 6.84 s
+and 4.78 against 5.78 s; cold within the noise of 3-6 runs per contender (medians 13.77 against 14.59,
+17.14 against 14.63, 16.15 against 14.67 s), with the same 37 programs compiled and 0.1-0.25 s more
+tracing (``JAX_LOG_COMPILES``); the same formula and RMSEs.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ class StoredLBFGSStep:
         self._program: Callable | None = None
 
     def __call__(self, objective, opt, params, static, opt_state, x, y):
-        if opt is not None or trace_cache.enabled_dir() is None or not trace_cache._serialization_available():
+        if opt is not None or not trace_cache.active():
             return self.plain(objective, opt, params, static, opt_state, x, y, iterations=self.iterations)
         tree = (objective, params, static, opt_state, x, y)
         leaves, treedef = jax.tree_util.tree_flatten(tree)
