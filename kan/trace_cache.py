@@ -147,6 +147,11 @@ def library_versions() -> str:
     return f"equinox {equinox.__version__}, optax {optax.__version__}, numpy {np.__version__}"
 
 
+def is_array(leaf: Any) -> bool:
+    """Whether a pytree leaf is an array (an input of a stored program), not a static value."""
+    return isinstance(leaf, (jax.Array, np.ndarray))
+
+
 def portable_description(tree: Any) -> str | None:
     """A description of ``tree`` that is the same in every process for the same structure, static
     values and array shapes (array values left out: they are a program's inputs), or None when part of
@@ -166,7 +171,7 @@ def portable_description(tree: Any) -> str | None:
     if not all(is_builtin(name) for edge in edges for row in edge.names for name in row):
         return None
 
-    leaves = [leaf for leaf in jax.tree_util.tree_leaves(tree) if isinstance(leaf, (jax.Array, np.ndarray))]
+    leaves = [leaf for leaf in jax.tree_util.tree_leaves(tree) if is_array(leaf)]
     index = {id(leaf): i for i, leaf in enumerate(leaves)}
     extra: list = []
     try:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import numpy as np
@@ -32,10 +32,6 @@ from .. import trace_cache
 #: Parameters plus L-BFGS memory up to this size go through the stored program; its outputs pass through
 #: the host once per step (see ``program``), which larger models would feel.
 MAX_CARRIED_BYTES = 8 * 2**20
-
-
-def _is_array(leaf: Any) -> bool:
-    return isinstance(leaf, (jax.Array, np.ndarray))
 
 
 class StoredLBFGSStep:
@@ -54,10 +50,10 @@ class StoredLBFGSStep:
             return self.plain(objective, opt, params, static, opt_state, x, y, iterations=self.iterations)
         tree = (objective, params, static, opt_state, x, y)
         leaves, treedef = jax.tree_util.tree_flatten(tree)
-        arrays = [leaf for leaf in leaves if _is_array(leaf)]
-        others = [leaf for leaf in leaves if not _is_array(leaf)]
-        signature = (treedef, tuple(_is_array(leaf) for leaf in leaves),
-                     tuple((np.shape(a), str(a.dtype)) for a in arrays))
+        flags = tuple(trace_cache.is_array(leaf) for leaf in leaves)
+        arrays = [leaf for leaf, flag in zip(leaves, flags) if flag]
+        others = [leaf for leaf, flag in zip(leaves, flags) if not flag]
+        signature = (treedef, flags, tuple((np.shape(a), str(a.dtype)) for a in arrays))
         kept = self._signature
         if kept is None or kept[0] != signature or any(a is not b for a, b in zip(kept[1], others)):
             self._program = self._build(tree, leaves, treedef, params, opt_state)
@@ -74,8 +70,8 @@ class StoredLBFGSStep:
             return None
         structure = hashlib.sha256(f"{description}|iterations={self.iterations}|"
                                    f"{trace_cache.library_versions()}".encode()).hexdigest()
-        positions = [i for i, leaf in enumerate(leaves) if _is_array(leaf)]
-        skeleton = [None if _is_array(leaf) else leaf for leaf in leaves]  # keeps no array alive
+        positions = [i for i, leaf in enumerate(leaves) if trace_cache.is_array(leaf)]
+        skeleton = [None if trace_cache.is_array(leaf) else leaf for leaf in leaves]  # keeps no array alive
         params_def = jax.tree_util.tree_structure(params)
         state_def = jax.tree_util.tree_structure(opt_state)
         plain, iterations = self.plain, self.iterations
